@@ -1,0 +1,38 @@
+"""What the subcommands share: loading the config and reporting its problems."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gateway.config import Config, load_config, quickstart_config
+from gateway.yamlsrc import Problem
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=None,
+                        help="gateway.yaml (default: the bundled quickstart config)")
+
+
+def load(path: Path | None) -> tuple[Config | None, list[Problem]]:
+    if path is None:
+        return quickstart_config(), []
+    if not path.is_file():
+        return None, [Problem(str(path), 0, "", "file not found; pass the path of your gateway.yaml")]
+    return load_config(path)
+
+
+def load_or_exit(path: Path | None) -> Config:
+    config, problems = load(path)
+    if config is None:
+        report(problems)
+        sys.exit(1)
+    return config
+
+
+def report(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found.", file=sys.stderr)

@@ -1,0 +1,86 @@
+"""The record of one request as it moves through the pipeline.
+
+Every stage reads and fills the same `Exchange`: who asked (tenant, agent), what
+(api, alias, body), what served it (target, attempts), what it cost (usage, cost) and
+how long each part took. The meter turns it into a ledger row and metrics at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import TenantConfig
+from gateway.router import Outcome
+from gateway.usage import Usage
+from providers.base import Api
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    api: Api
+    started: float = field(default_factory=time.perf_counter)
+    wall_start: float = field(default_factory=time.time)
+    tenant: TenantConfig | None = None
+    agent: str | None = None
+    alias: str | None = None
+    body: dict[str, Any] | None = None
+    stream: bool = False
+    outcome: Outcome = field(default_factory=Outcome)
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    status: int = 200
+    error_type: str | None = None
+    """The metric bucket of the error (errors.METRIC_*), None on success."""
+    ttft_s: float | None = None
+    upstream_wait_s: float = 0.0
+    """Time spent waiting on the upstream after the reply started (stream reads)."""
+    decisions: list[str] = field(default_factory=list)
+    reached_upstream: bool = False
+    finished: float | None = None
+    strip_usage: bool = False
+    """The gateway asked the upstream for stream usage; the client did not."""
+    stream_output_bytes: int = 0
+    known_alias: str | None = None
+    """The alias once it resolved to a configured route (safe as a metric label)."""
+
+    @property
+    def alias_label(self) -> str:
+        return self.known_alias or "unknown"
+
+    @property
+    def provider_name(self) -> str | None:
+        target = self.outcome.target
+        return target.provider.name if target is not None else None
+
+    @property
+    def model_name(self) -> str | None:
+        target = self.outcome.target
+        return target.model if target is not None else None
+
+    def elapsed(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    def overhead(self) -> float:
+        """Time in the gateway itself: everything but waiting on the upstream."""
+        return max(0.0, self.elapsed() - self.outcome.upstream_s - self.upstream_wait_s)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-Request-Id": self.request_id}
+        target = self.outcome.target
+        if target is not None:
+            headers["X-Lockgate-Provider"] = target.provider.name
+            headers["X-Lockgate-Model"] = target.model
+        if self.outcome.attempts:
+            headers["X-Lockgate-Attempts"] = str(self.outcome.attempts)
+        if self.decisions:
+            headers["X-Lockgate-Policies"] = ",".join(self.decisions)
+        headers["X-Lockgate-Overhead-Ms"] = f"{self.overhead() * 1000:.3f}"
+        return headers

@@ -1,0 +1,92 @@
+"""The request ledger's write path: rows buffered in memory, written in batches.
+
+`append` is O(1) and never waits; a background task hands batches to the store (whose
+own thread does the disk work). If the store fails, rows stay buffered and are tried
+again; `stop()` flushes everything, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from gateway.store import LedgerRow
+
+log = logging.getLogger("lockgate.ledger")
+
+Sink = Callable[[list[LedgerRow]], Awaitable[None]]
+
+
+class Ledger:
+    def __init__(self, write: Sink, *, interval_s: float = 0.2, batch_size: int = 2000,
+                 max_buffered: int = 1_000_000) -> None:
+        self._write = write
+        self._interval = interval_s
+        self._batch_size = batch_size
+        self._max_buffered = max_buffered
+        self._rows: list[LedgerRow] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[list[LedgerRow]], None]] = []
+        self.dropped = 0
+
+    def append(self, row: LedgerRow) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self._batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="lockgate-ledger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._rows:
+                batch, self._rows = self._rows[:self._batch_size], self._rows[self._batch_size:]
+                try:
+                    await self._write(batch)
+                except Exception:
+                    self._rows[:0] = batch
+                    raise
+                for listener in self.listeners:
+                    listener(batch)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ledger write failed; %d rows kept for the next try", len(self._rows))
+                self._shed()
+                await asyncio.sleep(1.0)
+
+    def _shed(self) -> None:
+        """Bound memory if the store stays down: drop the oldest rows, loudly."""
+        excess = len(self._rows) - self._max_buffered
+        if excess > 0:
+            del self._rows[:excess]
+            self.dropped += excess
+            log.error("ledger buffer full: dropped %d rows", excess)

@@ -1,0 +1,156 @@
+"""Usage -> cost -> ledger row and metrics, for every request.
+
+The meter reads usage from what the upstream reported (JSON body, or the stream as it
+passes), prices it, and records one ledger row per authenticated request. When the
+upstream reported nothing (a cut stream, a client that left), tokens are estimated
+and the row is marked `estimated`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.exchange import Exchange
+from gateway.ledger import Ledger
+from gateway.metrics import UNKNOWN, Metrics
+from gateway.pricing import PriceTable
+from gateway.store import LedgerRow
+from gateway.tokens import count_request_tokens, tokens_for_bytes
+from gateway.usage import (
+    ChatStreamUsage,
+    ResponsesStreamUsage,
+    Usage,
+    usage_from_chat,
+    usage_from_embeddings,
+    usage_from_responses,
+)
+from providers.base import CHAT, EMBEDDINGS, RESPONSES
+from providers.sse import SSEEvent
+
+log = logging.getLogger("lockgate.metering")
+
+_EXTRACTORS = {CHAT: usage_from_chat, RESPONSES: usage_from_responses, EMBEDDINGS: usage_from_embeddings}
+
+
+class UsageWatch:
+    """A stream stage: reads usage as events pass; drops the usage chunk if we asked for it."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.tracker: ChatStreamUsage | ResponsesStreamUsage = (
+            ChatStreamUsage() if exchange.api == CHAT else ResponsesStreamUsage())
+        self.strip = exchange.strip_usage
+        self.bytes_seen = 0
+
+    def feed(self, event: SSEEvent) -> list[SSEEvent]:
+        if event.is_done:
+            return [event]
+        self.bytes_seen += len(event.data)
+        try:
+            payload = event.json()
+        except ValueError:
+            return [event]
+        if not isinstance(payload, dict):
+            return [event]
+        if self.exchange.api == CHAT:
+            self.tracker.feed(payload)
+            if self.strip and payload.get("usage") is not None:
+                if not payload.get("choices"):
+                    return []
+                return [event.replace({**payload, "usage": None})]
+        else:
+            self.tracker.feed(payload)
+        return [event]
+
+    def finish(self) -> list[SSEEvent]:
+        self.exchange.usage = self.tracker.usage
+        self.exchange.stream_output_bytes = self.bytes_seen
+        return []
+
+
+class Meter:
+    def __init__(self, metrics: Metrics, prices: PriceTable, ledger: Ledger) -> None:
+        self.metrics = metrics
+        self.prices = prices
+        self.ledger = ledger
+        self._warned_unpriced: set[str] = set()
+
+    def capture_json(self, exchange: Exchange, payload: Any) -> None:
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        exchange.usage = _EXTRACTORS[exchange.api](usage)
+
+    def record(self, exchange: Exchange) -> None:
+        try:
+            self._record(exchange)
+        except Exception:  # metering must never break a response
+            log.exception("metering failed for %s", exchange.request_id)
+
+    def _record(self, exchange: Exchange) -> None:
+        tenant = exchange.tenant.name if exchange.tenant is not None else UNKNOWN
+        model = exchange.model_name or exchange.alias_label
+        provider = exchange.provider_name or ""
+        elapsed = exchange.elapsed()
+        overhead = exchange.overhead()
+        m = self.metrics
+        m.requests(tenant, model, provider, str(exchange.status)).inc()
+        m.duration(tenant, model).observe(elapsed)
+        m.overhead.observe(overhead)
+        if exchange.error_type:
+            m.errors(tenant, exchange.error_type).inc()
+        if exchange.ttft_s is not None and exchange.model_name:
+            m.ttft(exchange.model_name, provider).observe(exchange.ttft_s)
+        if exchange.tenant is None:
+            return
+        usage = exchange.usage
+        if usage is None and exchange.reached_upstream:
+            usage = self.estimate(exchange)
+        cost = None
+        if usage is not None and exchange.model_name:
+            cost = self.prices.cost(exchange.model_name, usage)
+            if cost is None:
+                self._unpriced(exchange.model_name)
+            self._count_tokens(tenant, model, usage, cost)
+        exchange.cost_usd = cost
+        self.ledger.append(self.row(exchange, usage, cost, elapsed, overhead))
+
+    def _count_tokens(self, tenant: str, model: str, usage: Usage, cost: float | None) -> None:
+        tokens = self.metrics.tokens
+        for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                            ("cached", usage.cached_tokens), ("cache_write", usage.cache_write_tokens),
+                            ("reasoning", usage.reasoning_tokens)):
+            if count:
+                tokens(tenant, model, kind).inc(count)
+        if cost:
+            self.metrics.cost(tenant, model).inc(cost)
+
+    def estimate(self, exchange: Exchange) -> Usage:
+        """Tokens when the upstream reported none: the prompt counted, the output from what passed."""
+        body = exchange.body or {}
+        input_tokens = count_request_tokens(exchange.api, body, exchange.model_name)
+        output_tokens = tokens_for_bytes(exchange.stream_output_bytes) if exchange.stream else 0
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+
+    def _unpriced(self, model: str) -> None:
+        self.metrics.unpriced(model).inc()
+        if model not in self._warned_unpriced:
+            self._warned_unpriced.add(model)
+            log.warning("model %s has no price: its cost is recorded as null; add it under pricing.models", model)
+
+    @staticmethod
+    def row(exchange: Exchange, usage: Usage | None, cost: float | None, elapsed: float, overhead: float
+            ) -> LedgerRow:
+        assert exchange.tenant is not None
+        usage = usage or Usage()
+        return LedgerRow(
+            ts=exchange.wall_start, request_id=exchange.request_id, tenant=exchange.tenant.name,
+            agent=exchange.agent, alias=exchange.alias_label, provider=exchange.provider_name,
+            model=exchange.model_name, api=exchange.api, stream=exchange.stream, status=exchange.status,
+            error_type=exchange.error_type, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, cost_usd=cost, latency_ms=elapsed * 1000,
+            ttft_ms=exchange.ttft_s * 1000 if exchange.ttft_s is not None else None,
+            upstream_ms=(exchange.outcome.upstream_s + exchange.upstream_wait_s) * 1000,
+            overhead_ms=overhead * 1000, attempts=exchange.outcome.attempts, decisions=exchange.decisions,
+            estimated=usage.estimated,
+        )

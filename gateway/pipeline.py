@@ -1,0 +1,120 @@
+"""The life of a model call, stage by stage. Read this file to know the whole flow.
+
+    authenticate   virtual key -> tenant                                (auth.py)
+    parse          body read once, size/depth/type checks               (validation.py)
+    resolve        alias -> route, tenant may use it                    (router.py)
+    admit          rate limit, budget reservation, concurrency          (limits.py)
+    policy         request stage: tools, guardrails, approvals          (policy/)
+    route          attempts with retry, failover, circuit breaker       (router.py)
+    respond        JSON, or the stream relayed event by event, with
+                   the response-stage policy applied on the way         (relay.py)
+    meter          usage -> cost -> ledger + metrics, for every request (metering.py)
+
+Each stage raises `GatewayError` to stop the request; the client gets the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway import errors
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange, new_request_id
+from gateway.relay import is_content_event, relay_stream
+from gateway.router import Route, Target
+from gateway.runtime import Runtime
+from gateway.validation import ParsedRequest, agent_name, parse_request
+from providers.base import CHAT, Api, UpstreamCall, UpstreamReply
+
+log = logging.getLogger("lockgate.pipeline")
+
+
+async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) -> web.StreamResponse:
+    exchange = Exchange(request_id=request.get("request_id") or new_request_id(), api=api)
+    snapshot = runtime.snapshot
+    try:
+        exchange.tenant = await runtime.authenticate(request)
+        parsed = parse_request(api, await read_body(request, snapshot.config.server.max_body_bytes),
+                               snapshot.config.server)
+        exchange.alias, exchange.body, exchange.stream = parsed.alias, parsed.body, parsed.stream
+        exchange.agent = agent_name(request.headers.get("X-Lockgate-Agent"), parsed.body)
+        route = resolve_route(runtime, exchange)
+        exchange.known_alias = route.alias
+        async with runtime.admission.admit(exchange):
+            adjust_request(exchange, parsed)
+            reply = await runtime.router.call(route, lambda target: upstream_call(exchange, parsed, target),
+                                              is_content_event(api), exchange.outcome)
+            exchange.reached_upstream = True
+            if reply.is_stream:
+                return await relay_stream(runtime, request, exchange, reply)
+            return respond_json(runtime, exchange, reply)
+    except GatewayError as exc:
+        return error_response(exchange, exc)
+    finally:
+        runtime.meter.record(exchange)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes the limit (never read whole first)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.request_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise errors.request_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def resolve_route(runtime: Runtime, exchange: Exchange) -> Route:
+    assert exchange.tenant is not None and exchange.alias is not None
+    route = runtime.snapshot.routes.get(exchange.alias)
+    if route is None or not exchange.tenant.may_use(exchange.alias):
+        raise errors.model_not_found(exchange.alias, exchange.tenant.name)
+    if not any(exchange.api in target.provider.apis for target in route.targets):
+        raise errors.invalid_request(f"Model '{exchange.alias}' does not serve the {exchange.api} API.",
+                                     param="model")
+    return route
+
+
+def adjust_request(exchange: Exchange, parsed: ParsedRequest) -> None:
+    """Changes the gateway makes to every request before it goes upstream."""
+    body = parsed.body
+    if exchange.api == CHAT and exchange.stream:
+        # Ask for usage in streams, so that metering never misses it; the relay strips the
+        # usage chunk again for clients that did not ask for it.
+        options = body.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage")):
+            body["stream_options"] = {**(options or {}), "include_usage": True}
+            parsed.raw = b""
+            exchange.strip_usage = True
+
+
+def upstream_call(exchange: Exchange, parsed: ParsedRequest, target: Target) -> UpstreamCall:
+    body = parsed.body
+    raw: bytes | None = parsed.raw or None
+    if body.get("model") != target.model:
+        body = {**body, "model": target.model}
+        raw = None
+    return UpstreamCall(api=exchange.api, body=body, model=target.model, stream=exchange.stream,
+                        timeouts=target.timeouts, raw=raw)
+
+
+def respond_json(runtime: Runtime, exchange: Exchange, reply: UpstreamReply) -> web.Response:
+    payload = reply.json()
+    runtime.meter.capture_json(exchange, payload)
+    return web.Response(body=reply.body_bytes(), content_type="application/json", headers=exchange.headers())
+
+
+def error_response(exchange: Exchange, exc: GatewayError) -> web.Response:
+    exchange.status = exc.status
+    exchange.error_type = exc.metric
+    if exc.status >= 500:
+        log.warning("request %s failed: %s", exchange.request_id, exc.message)
+    headers = {**exchange.headers(), **exc.headers()}
+    return web.Response(status=exc.status, body=exc.body(), content_type="application/json", headers=headers)
+

@@ -1,0 +1,245 @@
+"""Aliases -> targets: ordering, retry with backoff, failover, circuit breaking.
+
+`Router.call` makes the attempts for one request. Per target it retries what can
+succeed on retry (connection errors, timeouts, 408, 429, 5xx) with exponential
+backoff and jitter, honouring a longer `Retry-After` up to `retry.max_wait_s`; then it
+fails over to the next target. A stream counts as answered only when its first
+content event arrives: events before it (a role-only chunk, `response.created`) are
+held, so an error right after them still fails over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from gateway import errors
+from gateway.circuit import OPEN, CircuitBreaker
+from gateway.config import ModelConfig, RetryConfig, TargetConfig
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from providers.base import Provider, Timeouts, UpstreamCall, UpstreamError, UpstreamReply
+from providers.sse import SSEEvent
+
+log = logging.getLogger("lockgate.router")
+
+# Upstream statuses that describe the client's request, not the upstream's health:
+# the client gets them as they are, and no other target is tried.
+CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
+EWMA_ALPHA = 0.2
+
+
+@dataclass(eq=False)
+class Target:
+    provider: Provider
+    config: TargetConfig
+    timeouts: Timeouts
+    breaker: CircuitBreaker
+    in_flight: int = 0
+    latency_ewma_s: float = 0.0
+    semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.provider.name, self.config.model)
+
+    def observe_latency(self, seconds: float) -> None:
+        if self.latency_ewma_s == 0.0:
+            self.latency_ewma_s = seconds
+        else:
+            self.latency_ewma_s += EWMA_ALPHA * (seconds - self.latency_ewma_s)
+
+
+@dataclass(eq=False)
+class Route:
+    alias: str
+    targets: list[Target]
+    retry: RetryConfig
+    strategy: str
+
+    def order(self) -> list[Target]:
+        """The failover order for one request."""
+        if self.strategy == "weighted" and len(self.targets) > 1:
+            return _weighted_order(self.targets)
+        if self.strategy == "least_busy":
+            return sorted(self.targets, key=lambda target: target.in_flight)
+        if self.strategy == "latency":
+            return sorted(self.targets, key=lambda target: target.latency_ewma_s)
+        return self.targets
+
+
+def _weighted_order(targets: list[Target]) -> list[Target]:
+    """A random order where each next target is drawn with probability ~ weight."""
+    keyed = [(random.random() ** (1.0 / target.config.weight) if target.config.weight > 0 else 0.0, target)
+             for target in targets]
+    return [target for _, target in sorted(keyed, key=lambda pair: pair[0], reverse=True)]
+
+
+def target_timeouts(model: ModelConfig, target: TargetConfig) -> Timeouts:
+    return Timeouts(
+        total_s=target.timeout_s or model.timeout_s,
+        connect_s=target.connect_timeout_s or model.connect_timeout_s,
+        first_token_s=target.first_token_timeout_s or model.first_token_timeout_s,
+        idle_s=target.idle_timeout_s or model.idle_timeout_s,
+    )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the attempts produced, for headers, metering and logs."""
+
+    attempts: int = 0
+    target: Target | None = None
+    upstream_s: float = 0.0
+    failovers: list[str] = field(default_factory=list)
+
+
+CallFactory = Callable[[Target], UpstreamCall]
+ContentTest = Callable[[SSEEvent], bool]
+
+
+class Router:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def call(self, route: Route, make_call: CallFactory, is_content: ContentTest,
+                   outcome: Outcome) -> UpstreamReply:
+        loop = asyncio.get_running_loop()
+        failures: list[UpstreamError] = []
+        tried = 0
+        previous: Target | None = None
+        for target in route.order():
+            if not target.breaker.allow():
+                continue
+            if previous is not None:
+                reason = failures[-1].reason if failures else "circuit_open"
+                self.metrics.failovers(route.alias, previous.provider.name, target.provider.name, reason).inc()
+                log.warning("failover for %s from %s/%s to %s/%s: %s", route.alias, previous.provider.name,
+                            previous.model, target.provider.name, target.model, reason)
+                outcome.failovers.append(reason)
+            previous = target
+            tried += 1
+            for attempt in range(route.retry.attempts):
+                outcome.attempts += 1
+                outcome.target = target
+                call = make_call(target)
+                started = loop.time()
+                target.in_flight += 1
+                try:
+                    reply = await self._attempt(target, call, is_content)
+                except UpstreamError as exc:
+                    outcome.upstream_s += loop.time() - started
+                    failures.append(exc)
+                    self._record_failure(target, exc)
+                    if exc.status in CLIENT_FAULT_STATUSES:
+                        raise client_fault(exc, target) from None
+                    wait = self._retry_wait(route.retry, attempt, exc)
+                    if wait is None:
+                        break
+                    self.metrics.retries(target.provider.name, target.model, exc.reason).inc()
+                    await asyncio.sleep(wait)
+                    continue
+                except BaseException:
+                    target.breaker.release_probe()
+                    raise
+                finally:
+                    target.in_flight -= 1
+                elapsed = loop.time() - started
+                outcome.upstream_s += elapsed
+                target.observe_latency(elapsed)
+                target.breaker.record_success()
+                return reply
+        raise final_error(route, failures, tried)
+
+    async def _attempt(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
+        if target.semaphore is not None:
+            async with target.semaphore:
+                return await self._send(target, call, is_content)
+        return await self._send(target, call, is_content)
+
+    async def _send(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
+        reply = await target.provider.send(call)
+        if reply.events is None:
+            return reply
+        try:
+            return await _hold_until_content(reply, is_content)
+        except BaseException:
+            await reply.close()
+            raise
+
+    def _record_failure(self, target: Target, exc: UpstreamError) -> None:
+        if exc.status in CLIENT_FAULT_STATUSES or exc.status == 429:
+            # The client's request or a rate limit: not a sign the target is unhealthy.
+            target.breaker.release_probe()
+            return
+        was_open = target.breaker.state == OPEN
+        target.breaker.record_failure()
+        if target.breaker.state == OPEN and not was_open:
+            log.warning("circuit opened for %s/%s after %s", target.provider.name, target.model, exc.reason)
+
+    @staticmethod
+    def _retry_wait(retry: RetryConfig, attempt: int, exc: UpstreamError) -> float | None:
+        """Seconds to wait before retrying the same target, or None to move on."""
+        if not exc.retryable or attempt + 1 >= retry.attempts:
+            return None
+        backoff = min(retry.backoff_ms * (2 ** attempt), retry.max_backoff_ms) / 1000.0
+        backoff *= random.uniform(0.8, 1.2)
+        if exc.retry_after is not None and exc.retry_after > backoff:
+            if exc.retry_after > retry.max_wait_s:
+                return None
+            return exc.retry_after
+        return backoff
+
+
+async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> UpstreamReply:
+    """Read events until the first content one; give back a reply that replays them."""
+    assert reply.events is not None
+    events = reply.events
+    held: list[SSEEvent] = []
+    async for event in events:
+        held.append(event)
+        if is_content(event):
+            break
+    return UpstreamReply(status=reply.status, headers=reply.headers, events=_replay(held, events),
+                         closer=reply.close)
+
+
+async def _replay(held: list[SSEEvent], rest: AsyncIterator[SSEEvent]) -> AsyncIterator[SSEEvent]:
+    for event in held:
+        yield event
+    async for event in rest:
+        yield event
+
+
+def client_fault(exc: UpstreamError, target: Target) -> GatewayError:
+    return GatewayError(
+        exc.status or 400, "invalid_request_error", exc.error_code,
+        f"{target.provider.name} rejected the request: {exc.message}",
+    )
+
+
+def final_error(route: Route, failures: list[UpstreamError], tried: int) -> GatewayError:
+    """The client's error once every target is spent."""
+    if not failures:
+        waits = [target.breaker.retry_after() for target in route.targets]
+        return errors.no_healthy_target(route.alias, max(1.0, min(waits, default=1.0)))
+    if all(failure.status == 429 for failure in failures):
+        waits = [failure.retry_after for failure in failures if failure.retry_after is not None]
+        return GatewayError(
+            429, "rate_limit_error", "rate_limit_exceeded",
+            f"Every target of model '{route.alias}' is rate limited upstream; retry later.",
+            metric=errors.METRIC_RATE_LIMIT, retry_after=min(waits) if waits else 1.0,
+        )
+    last = failures[-1]
+    detail = f"after {len(failures)} attempt(s) on {tried} target(s); last error: {last.message}"
+    if last.kind == "timeout":
+        return errors.upstream_timeout(f"Model '{route.alias}' timed out {detail}")
+    status = 503 if last.status == 503 else 502
+    return errors.upstream_error(f"Model '{route.alias}' failed {detail}", status)

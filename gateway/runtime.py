@@ -1,0 +1,167 @@
+"""The running gateway: the current config snapshot and the long-lived services.
+
+A `Snapshot` is everything derived from one version of the config (key ring, routes,
+prices, policies); a reload builds a complete new one and swaps it in one assignment,
+so a request sees one version from start to end and a bad reload changes nothing.
+Services that outlive snapshots (provider connection pools, circuit breakers, the
+store, the ledger, metrics) are kept and reused across reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway import errors
+from gateway.auth import KeyRing, presented_key
+from gateway.circuit import OPEN, CircuitBreaker
+from gateway.config import Config, ProviderConfig, TenantConfig
+from gateway.exchange import Exchange
+from gateway.ledger import Ledger
+from gateway.limits import Admission
+from gateway.metering import Meter, UsageWatch
+from gateway.metrics import Metrics
+from gateway.pricing import PriceTable
+from gateway.router import Route, Router, Target, target_timeouts
+from gateway.stages import StageChain
+from gateway.store import Store, open_store
+from providers.base import Provider
+from providers.registry import build_provider
+
+log = logging.getLogger("lockgate.runtime")
+KEY_REFRESH_S = 5.0
+KEY_MISS_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: Config
+    keyring: KeyRing
+    routes: dict[str, Route]
+    prices: PriceTable
+
+
+class Runtime:
+    def __init__(self, config: Config, *, metrics: Metrics | None = None, store: Store | None = None) -> None:
+        self.metrics = metrics or Metrics()
+        self.store = store or open_store(config.storage.url)
+        self.router = Router(self.metrics)
+        self.ledger = Ledger(self.store.write_ledger)
+        self._providers: dict[str, tuple[ProviderConfig, Provider]] = {}
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._stored_keys: dict[str, str] = {}
+        self._keys_refreshed = 0.0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.snapshot = self.build_snapshot(config)
+        self.meter = Meter(self.metrics, self.snapshot.prices, self.ledger)
+        self.admission = Admission(self)
+        self.started_at = time.time()
+        self.draining = False
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def build_snapshot(self, config: Config) -> Snapshot:
+        providers = {name: self._provider(spec) for name, spec in config.providers.items()}
+        routes = {alias: Route(alias=alias, targets=[self._target(model, target, providers[target.provider])
+                                                      for target in model.targets],
+                               retry=model.retry, strategy=model.strategy)
+                  for alias, model in config.models.items()}
+        prices = PriceTable.load(config.pricing.models, config.pricing.file)
+        keyring = KeyRing(config.tenants, config.admin_key_hashes, self._stored_keys)
+        return Snapshot(config=config, keyring=keyring, routes=routes, prices=prices)
+
+    def _provider(self, spec: ProviderConfig) -> Provider:
+        known = self._providers.get(spec.name)
+        if known is not None and known[0] == spec:
+            return known[1]
+        provider = build_provider(spec)
+        self._providers[spec.name] = (spec, provider)
+        return provider
+
+    def _target(self, model: Any, spec: Any, provider: Provider) -> Target:
+        key = (provider.name, spec.model)
+        known = self._targets.get(key)
+        if known is not None and known.provider is provider:
+            known.config, known.timeouts = spec, target_timeouts(model, spec)
+            return known
+        gauge = self.metrics.circuit_open(provider.name, spec.model)
+        breaker = CircuitBreaker(model.circuit, on_change=lambda state: gauge.set(1 if state == OPEN else 0))
+        gauge.set(0)
+        target = Target(provider=provider, config=spec, timeouts=target_timeouts(model, spec), breaker=breaker,
+                        semaphore=asyncio.Semaphore(spec.max_concurrent) if spec.max_concurrent else None)
+        self._targets[key] = target
+        return target
+
+    def apply(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.meter.prices = snapshot.prices
+
+    def targets(self) -> Iterable[Target]:
+        seen: set[int] = set()
+        for route in self.snapshot.routes.values():
+            for target in route.targets:
+                if id(target) not in seen:
+                    seen.add(id(target))
+                    yield target
+
+    # -- per request ---------------------------------------------------------------------
+
+    async def authenticate(self, request: web.Request) -> TenantConfig:
+        key = presented_key(request.headers)
+        tenant = self.snapshot.keyring.tenant(key)
+        if tenant is None and key and time.monotonic() - self._keys_refreshed > KEY_MISS_REFRESH_S:
+            # Maybe a key minted since the last refresh (`lockgate keys create`).
+            await self.refresh_keys()
+            tenant = self.snapshot.keyring.tenant(key)
+        if tenant is None:
+            raise errors.invalid_api_key()
+        return tenant
+
+    def is_admin(self, request: web.Request) -> bool:
+        return self.snapshot.keyring.is_admin(presented_key(request.headers))
+
+    def stream_stages(self, exchange: Exchange) -> StageChain:
+        return StageChain([UsageWatch(exchange)])
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.refresh_keys()
+        self.ledger.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_keys_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.ledger.stop()
+        for _, provider in self._providers.values():
+            await provider.close()
+        await self.store.close()
+
+    async def refresh_keys(self) -> None:
+        self._keys_refreshed = time.monotonic()
+        records = await self.store.list_keys()
+        stored = {record.key_hash: record.tenant for record in records if record.revoked_at is None}
+        if stored != self._stored_keys:
+            self._stored_keys = stored
+            snapshot = self.snapshot
+            keyring = KeyRing(snapshot.config.tenants, snapshot.config.admin_key_hashes, stored)
+            self.snapshot = Snapshot(config=snapshot.config, keyring=keyring, routes=snapshot.routes,
+                                     prices=snapshot.prices)
+
+    async def _refresh_keys_forever(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_REFRESH_S)
+            try:
+                await self.refresh_keys()
+            except Exception:
+                log.exception("refreshing stored keys failed")

@@ -1,0 +1,66 @@
+"""Running the server: event loop, listening socket, signals, graceful drain.
+
+SIGTERM/SIGINT stop accepting, let in-flight requests and streams finish for up to
+`server.drain_timeout_s`, end the rest, flush the ledger and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import Config
+from gateway.runtime import Runtime
+
+log = logging.getLogger("lockgate.server")
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional on platforms without it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: Config, host: str, port: int, *, reuse_port: bool = False,
+                ready: asyncio.Event | None = None, announce: bool = True) -> None:
+    runtime = Runtime(config)
+    app = create_app(runtime)
+    server = config.server
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=server.drain_timeout_s,
+                           access_log=None, max_field_size=server.max_header_bytes,
+                           max_line_size=server.max_header_bytes)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if announce:
+        log.info("Lockgate listening on http://%s:%d", host, port)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        runtime.draining = True
+        log.info("draining: waiting up to %.0fs for in-flight requests", server.drain_timeout_s)
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def run(config: Config, host: str, port: int, *, reuse_port: bool = False) -> int:
+    install_uvloop()
+    try:
+        asyncio.run(serve(config, host, port, reuse_port=reuse_port))
+    except OSError as exc:
+        print(f"lockgate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,43 @@
+"""Stream stages in a row: each event passes through every stage in order.
+
+A stage takes one event and gives back the events to pass on (none, the same one, a
+changed one, or several); at the end of the stream each stage may flush what it held,
+and what it flushes still passes through the stages after it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from providers.sse import SSEEvent
+
+
+class StreamStage(Protocol):
+    def feed(self, event: SSEEvent) -> list[SSEEvent]: ...
+
+    def finish(self) -> list[SSEEvent]: ...
+
+
+class StageChain:
+    def __init__(self, stages: list[StreamStage]) -> None:
+        self.stages = stages
+
+    def feed(self, event: SSEEvent) -> list[SSEEvent]:
+        return self._through(self.stages, [event])
+
+    def finish(self) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for index, stage in enumerate(self.stages):
+            out.extend(self._through(self.stages[index + 1:], stage.finish()))
+        return out
+
+    @staticmethod
+    def _through(stages: list[StreamStage], events: list[SSEEvent]) -> list[SSEEvent]:
+        for stage in stages:
+            if len(events) == 1:
+                events = stage.feed(events[0])
+            else:
+                events = [out for event in events for out in stage.feed(event)]
+            if not events:
+                break
+        return events

@@ -1,0 +1,181 @@
+"""The contract between the gateway and every provider adapter.
+
+The gateway speaks OpenAI shapes on both sides of this interface: an `UpstreamCall`
+carries an OpenAI request body (Chat Completions, Responses or Embeddings) whose `model`
+is already the target's model name, and an `UpstreamReply` carries an OpenAI-shaped
+answer: a JSON body, or a stream of SSE events (`chat.completion.chunk`s, or Responses
+events). Adapters for other wire formats translate with pure functions and do their
+I/O through `providers.http`.
+
+Failures are raised as `UpstreamError`, which says whether a retry can succeed; the
+router decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from providers.sse import SSEEvent
+
+Api = Literal["chat", "responses", "embeddings"]
+CHAT: Api = "chat"
+RESPONSES: Api = "responses"
+EMBEDDINGS: Api = "embeddings"
+
+_UNSET: Any = object()
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Bounds for one attempt. `total_s` covers the whole attempt, a stream included."""
+
+    total_s: float = 600.0
+    connect_s: float = 10.0
+    first_token_s: float | None = None
+    idle_s: float | None = None
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    api: Api
+    body: dict[str, Any]
+    """The OpenAI-shaped request, `model` already set to the target's model."""
+    model: str
+    stream: bool
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    raw: bytes | None = None
+    """The body's bytes when they can be sent unchanged (skips re-serialization)."""
+    deadline: float = 0.0
+    """`time.monotonic()` by which the attempt must end; 0 means now + total_s."""
+
+    def __post_init__(self) -> None:
+        if not self.deadline:
+            self.deadline = time.monotonic() + self.timeouts.total_s
+
+    def body_bytes(self) -> bytes:
+        return self.raw if self.raw is not None else orjson.dumps(self.body)
+
+
+class UpstreamError(Exception):
+    """An attempt failed. `status` is None for transport failures (connect, reset, timeout)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        kind: str = "http",
+        retryable: bool = False,
+        retry_after: float | None = None,
+        error_type: str | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.kind = kind
+        """One of: http, timeout, connect, reset, malformed, safety."""
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.error_type = error_type
+        self.error_code = error_code
+
+    @property
+    def reason(self) -> str:
+        """A short, bounded label for metrics and logs (e.g. `http_503`, `timeout`)."""
+        return f"http_{self.status}" if self.status is not None else self.kind
+
+    def __repr__(self) -> str:
+        return f"UpstreamError({self.reason}, {self.message!r})"
+
+
+class UpstreamReply:
+    """A successful (2xx) answer: a JSON body, or a stream of OpenAI-shaped SSE events."""
+
+    __slots__ = ("_closer", "_json", "body", "events", "headers", "status")
+
+    def __init__(
+        self,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        parsed: Any = _UNSET,
+        events: AsyncIterator[SSEEvent] | None = None,
+        closer: Any = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+        self._json = parsed
+        self.events = events
+        self._closer = closer
+
+    @property
+    def is_stream(self) -> bool:
+        return self.events is not None
+
+    def json(self) -> Any:
+        if self._json is _UNSET:
+            if self.body is None:
+                raise UpstreamError("upstream sent no body", kind="malformed")
+            try:
+                self._json = orjson.loads(self.body)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError(f"upstream sent malformed JSON: {exc}", kind="malformed",
+                                    retryable=True) from exc
+        return self._json
+
+    def set_json(self, payload: Any) -> None:
+        """Replace the answer (after a policy or translation changed it)."""
+        self._json = payload
+        self.body = None
+
+    def body_bytes(self) -> bytes:
+        if self.body is None:
+            self.body = orjson.dumps(self._json)
+        return self.body
+
+    async def close(self) -> None:
+        """Release the upstream connection (closing it if the stream was not finished)."""
+        aclose = getattr(self.events, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except RuntimeError:  # the generator is running in another task; the closer below ends it
+                pass
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            result = closer()
+            if hasattr(result, "__await__"):
+                await result
+
+
+class Provider(Protocol):
+    """What every adapter implements. One instance per configured provider."""
+
+    name: str
+    kind: str
+    apis: frozenset[Api]
+
+    async def send(self, call: UpstreamCall) -> UpstreamReply:
+        """Make one attempt. Raise `UpstreamError` on any failure, streams included."""
+        ...
+
+    async def close(self) -> None:
+        """Release pooled connections."""
+        ...
+
+
+class UnsupportedRequest(ValueError):
+    """A request this provider cannot express; the client gets a 400 naming `param`."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param

@@ -1,0 +1,236 @@
+"""Upstream I/O shared by the HTTP adapters: pooled sessions, timeouts, error mapping.
+
+Every adapter posts through `post()` and reads through `read_body()` / `stream_events()`,
+so connection errors, resets, timeouts (connect, first token, idle, total) and error
+statuses all surface the same way: as an `UpstreamError` that says whether a retry can
+succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import aiohttp
+import orjson
+
+from providers.base import UpstreamCall, UpstreamError
+from providers.sse import SSEEvent, SSEParseError, SSEParser
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_RESPONSE_BODY = 64 * 1024 * 1024
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+ErrorMapper = Callable[[int, bytes, Mapping[str, str]], UpstreamError]
+
+
+def new_session(max_connections: int = 1000) -> aiohttp.ClientSession:
+    """One pooled session per provider; timeouts are set per request."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=max_connections, ttl_dns_cache=300,
+        keepalive_timeout=30,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent",),
+        auto_decompress=True,
+    )
+
+
+def remaining(call: UpstreamCall) -> float:
+    return max(0.0, call.deadline - time.monotonic())
+
+
+def _first_wait(call: UpstreamCall) -> float:
+    wait = remaining(call)
+    if call.timeouts.first_token_s is not None:
+        wait = min(wait, call.timeouts.first_token_s)
+    return wait
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes, headers: Mapping[str, str],
+               call: UpstreamCall, map_error: ErrorMapper) -> aiohttp.ClientResponse:
+    """Send the request and wait for the response head; errors become `UpstreamError`."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
+    try:
+        async with asyncio.timeout(_first_wait(call)):
+            response = await session.post(url, data=body, headers=headers, timeout=timeout)
+    except TimeoutError:
+        raise UpstreamError("the upstream did not answer in time", kind="timeout", retryable=True) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(f"cannot connect to the upstream: {exc.strerror or type(exc).__name__}",
+                            kind="connect", retryable=True) from None
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamError(f"the upstream closed the connection: {type(exc).__name__}",
+                            kind="reset", retryable=True) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"upstream request failed: {type(exc).__name__}", kind="reset",
+                            retryable=True) from None
+    if response.status >= 400:
+        try:
+            body_bytes = await _read_capped(response, call, MAX_ERROR_BODY)
+        except UpstreamError:
+            body_bytes = b""
+        finally:
+            response.release()
+        raise map_error(response.status, body_bytes, response.headers)
+    return response
+
+
+async def read_body(response: aiohttp.ClientResponse, call: UpstreamCall) -> bytes:
+    """The whole response body, within the attempt's deadline."""
+    try:
+        return await _read_capped(response, call, MAX_RESPONSE_BODY)
+    finally:
+        response.release()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, call: UpstreamCall, cap: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(remaining(call)):
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > cap:
+                    response.close()
+                    raise UpstreamError(f"the upstream response is larger than {cap} bytes",
+                                        kind="malformed")
+                parts.append(chunk)
+    except TimeoutError:
+        response.close()
+        raise UpstreamError("the upstream response did not complete in time", kind="timeout",
+                            retryable=True) from None
+    except aiohttp.ClientError as exc:
+        response.close()
+        raise UpstreamError(f"the upstream connection broke: {type(exc).__name__}", kind="reset",
+                            retryable=True) from None
+    return b"".join(parts)
+
+
+async def stream_chunks(response: aiohttp.ClientResponse, call: UpstreamCall) -> AsyncIterator[bytes]:
+    """Body chunks as they arrive, bounded by the first-token, idle and total timeouts."""
+    content = response.content
+    idle = call.timeouts.idle_s
+    wait = _first_wait(call)
+    waiting_for = "the first chunk"
+    done = False
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(wait):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise UpstreamError(f"the upstream stream stalled waiting for {waiting_for}", kind="timeout",
+                                    retryable=True) from None
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(f"the upstream stream broke: {type(exc).__name__}", kind="reset",
+                                    retryable=True) from None
+            if not chunk:
+                done = True
+                return
+            yield chunk
+            waiting_for = "the next chunk"
+            wait = remaining(call) if idle is None else min(idle, remaining(call))
+    finally:
+        if done:
+            response.release()
+        else:
+            response.close()
+
+
+async def stream_events(response: aiohttp.ClientResponse, call: UpstreamCall) -> AsyncIterator[SSEEvent]:
+    """SSE events as they arrive. A stream that ends mid-event or is not SSE is malformed."""
+    parser = SSEParser()
+    chunks = stream_chunks(response, call)
+    try:
+        async for chunk in chunks:
+            try:
+                events = parser.feed(chunk)
+            except SSEParseError as exc:
+                raise UpstreamError(str(exc), kind="malformed") from None
+            for event in events:
+                yield event
+        for event in parser.finish():
+            yield event
+    finally:
+        await chunks.aclose()
+
+
+def ensure_event_stream(response: aiohttp.ClientResponse) -> None:
+    content_type = response.headers.get("Content-Type", "")
+    if "text/event-stream" not in content_type:
+        response.close()
+        raise UpstreamError(f"asked for a stream, the upstream answered {content_type or 'no content type'}",
+                            kind="malformed", retryable=True)
+
+
+def json_error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """(message, type, code) from an OpenAI-style or similar JSON error body."""
+    try:
+        payload = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None, None, None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        code = error.get("code")
+        return (str(message)[:500] if message else None, _str(error.get("type") or error.get("status")),
+                _str(code))
+    if isinstance(error, str):
+        return error[:500], None, None
+    return None, None, None
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def openai_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    message, error_type, code = json_error_fields(body)
+    return UpstreamError(
+        message or f"the upstream answered HTTP {status}",
+        status=status,
+        retryable=status in RETRYABLE_STATUSES,
+        retry_after=retry_after_seconds(headers),
+        error_type=error_type,
+        error_code=code,
+    )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long the upstream asks us to wait: Retry-After(-Ms) or rate-limit reset headers."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    waits = [_duration(headers.get(name, "")) for name in
+             ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    known = [wait for wait in waits if wait is not None]
+    return max(known) if known else None
+
+
+def _duration(text: str) -> float | None:
+    """'6m0s', '1.5s', '20ms' -> seconds."""
+    matches = _DURATION.findall(text)
+    if not matches:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in matches)
