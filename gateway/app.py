@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.errors import GatewayError
-from gateway.exchange import new_request_id
+from gateway.exchange import REQUEST_ID, new_request_id
 from gateway.pipeline import handle_model_call
 from gateway.runtime import Runtime
 from providers.base import CHAT, EMBEDDINGS, RESPONSES
@@ -54,7 +54,7 @@ async def _stop(app: web.Application) -> None:
 async def envelope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer carries X-Request-Id, and every error is the OpenAI envelope."""
     request_id = new_request_id()
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except GatewayError as exc:

@@ -12,10 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from gateway.config import TenantConfig
 from gateway.router import Outcome
 from gateway.usage import Usage
 from providers.base import Api
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
 def new_request_id() -> str:

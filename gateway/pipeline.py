@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.errors import GatewayError
-from gateway.exchange import Exchange, new_request_id
+from gateway.exchange import REQUEST_ID, Exchange, new_request_id
 from gateway.relay import is_content_event, relay_stream
 from gateway.router import Route, Target
 from gateway.runtime import Runtime
@@ -32,7 +32,7 @@ log = logging.getLogger("lockgate.pipeline")
 
 
 async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) -> web.StreamResponse:
-    exchange = Exchange(request_id=request.get("request_id") or new_request_id(), api=api)
+    exchange = Exchange(request_id=request.get(REQUEST_ID) or new_request_id(), api=api)
     snapshot = runtime.snapshot
     try:
         exchange.tenant = await runtime.authenticate(request)

@@ -13,13 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from gateway import errors
-from gateway.auth import KeyRing, presented_key
+from gateway.auth import KeyRing, digest, presented_key
 from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import Config, ProviderConfig, TenantConfig
 from gateway.exchange import Exchange
@@ -36,7 +36,8 @@ from providers.registry import build_provider
 
 log = logging.getLogger("lockgate.runtime")
 KEY_REFRESH_S = 5.0
-KEY_MISS_REFRESH_S = 1.0
+KEY_MISS_TTL_S = 1.0
+MAX_REMEMBERED_MISSES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class Runtime:
         self._providers: dict[str, tuple[ProviderConfig, Provider]] = {}
         self._targets: dict[tuple[str, str], Target] = {}
         self._stored_keys: dict[str, str] = {}
-        self._keys_refreshed = 0.0
+        self._misses: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.snapshot = self.build_snapshot(config)
         self.meter = Meter(self.metrics, self.snapshot.prices, self.ledger)
@@ -115,13 +116,26 @@ class Runtime:
     async def authenticate(self, request: web.Request) -> TenantConfig:
         key = presented_key(request.headers)
         tenant = self.snapshot.keyring.tenant(key)
-        if tenant is None and key and time.monotonic() - self._keys_refreshed > KEY_MISS_REFRESH_S:
-            # Maybe a key minted since the last refresh (`lockgate keys create`).
-            await self.refresh_keys()
-            tenant = self.snapshot.keyring.tenant(key)
+        if tenant is None and key:
+            tenant = await self._minted_since_refresh(key)
         if tenant is None:
             raise errors.invalid_api_key()
         return tenant
+
+    async def _minted_since_refresh(self, key: str) -> TenantConfig | None:
+        """A key minted by `lockgate keys create` after the last refresh works at once."""
+        key_hash = digest(key)
+        now = time.monotonic()
+        if self._misses.get(key_hash, 0.0) > now:
+            return None
+        record = await self.store.find_key(key_hash)
+        if record is None or record.revoked_at is not None or record.tenant not in self.snapshot.config.tenants:
+            if len(self._misses) > MAX_REMEMBERED_MISSES:
+                self._misses.clear()
+            self._misses[key_hash] = now + KEY_MISS_TTL_S
+            return None
+        self._use_stored_keys({**self._stored_keys, key_hash: record.tenant})
+        return self.snapshot.keyring.tenant(key)
 
     def is_admin(self, request: web.Request) -> bool:
         return self.snapshot.keyring.is_admin(presented_key(request.headers))
@@ -148,15 +162,15 @@ class Runtime:
         await self.store.close()
 
     async def refresh_keys(self) -> None:
-        self._keys_refreshed = time.monotonic()
         records = await self.store.list_keys()
-        stored = {record.key_hash: record.tenant for record in records if record.revoked_at is None}
+        self._use_stored_keys({record.key_hash: record.tenant for record in records if record.revoked_at is None})
+
+    def _use_stored_keys(self, stored: dict[str, str]) -> None:
         if stored != self._stored_keys:
             self._stored_keys = stored
-            snapshot = self.snapshot
-            keyring = KeyRing(snapshot.config.tenants, snapshot.config.admin_key_hashes, stored)
-            self.snapshot = Snapshot(config=snapshot.config, keyring=keyring, routes=snapshot.routes,
-                                     prices=snapshot.prices)
+            config = self.snapshot.config
+            keyring = KeyRing(config.tenants, config.admin_key_hashes, stored)
+            self.snapshot = replace(self.snapshot, keyring=keyring)
 
     async def _refresh_keys_forever(self) -> None:
         while True:

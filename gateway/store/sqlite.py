@@ -84,6 +84,12 @@ class SQLiteStore:
             return [_key(row) for row in rows]
         return await self._run(select)
 
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        def select(db: sqlite3.Connection) -> KeyRecord | None:
+            row = db.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+            return _key(row) if row is not None else None
+        return await self._run(select)
+
     # -- ledger --------------------------------------------------------------------------
 
     async def write_ledger(self, rows: list[LedgerRow]) -> None:

@@ -1,0 +1,115 @@
+"""Real servers for the tests: fake upstreams and the gateway, on real ports.
+
+They run on an event loop in a background thread, so that the official SDKs, sync and
+async, talk to them over real HTTP exactly as an application would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import load_config
+from gateway.runtime import Runtime
+
+T = TypeVar("T")
+TENANT_KEY = "lg-test-acme-key"
+OTHER_TENANT_KEY = "lg-test-globex-key"
+ADMIN_KEY = "lg-test-admin-key"
+
+
+def sha(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class BackgroundLoop:
+    """An event loop on its own thread; `run()` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-servers", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def call(self, function: Callable[[], Any]) -> None:
+        self.loop.call_soon_threadsafe(function)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@dataclass
+class Server:
+    url: str
+    runner: web.AppRunner
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+
+async def start_app(app: web.Application, **runner_options: Any) -> Server:
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return Server(url=f"http://127.0.0.1:{port}", runner=runner)
+
+
+def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
+    """A gateway.yaml (as a dict) with one OpenAI-compatible upstream and two tenants."""
+    from tests.fakes.openai_server import API_KEY
+
+    config: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "admin_keys": [sha(ADMIN_KEY)],
+        "providers": {"upstream": {"type": "openai", "base_url": f"{upstream_url}/v1", "api_key": API_KEY}},
+        "models": {
+            "gpt-test": {"targets": [{"provider": "upstream", "model": "gpt-test-upstream"}]},
+            "embed-test": {"targets": [{"provider": "upstream", "model": "text-embedding-test"}]},
+        },
+        "tenants": {
+            "acme": {"keys": [sha(TENANT_KEY)]},
+            "globex": {"keys": [sha(OTHER_TENANT_KEY)], "models": ["gpt-test"]},
+        },
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@dataclass
+class Gateway:
+    url: str
+    runtime: Runtime
+    server: Server
+    config_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
+    directory.mkdir(parents=True, exist_ok=True)
+    config.setdefault("storage", {"url": f"sqlite:///{directory / 'lockgate.db'}"})
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    loaded, problems = load_config(path)
+    assert loaded is not None, problems
+    runtime = Runtime(loaded)
+    server = await start_app(create_app(runtime), handler_cancellation=True)
+    return Gateway(url=server.url, runtime=runtime, server=server, config_path=path)
