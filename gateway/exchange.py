@@ -51,7 +51,8 @@ class Exchange:
     finished: float | None = None
     strip_usage: bool = False
     """The gateway asked the upstream for stream usage; the client did not."""
-    stream_output_bytes: int = 0
+    stream_text_bytes: int = 0
+    """Output text seen in a stream (UTF-8 bytes), for estimating when no usage arrives."""
     known_alias: str | None = None
     """The alias once it resolved to a configured route (safe as a metric label)."""
 

@@ -40,32 +40,28 @@ class UsageWatch:
         self.exchange = exchange
         self.tracker: ChatStreamUsage | ResponsesStreamUsage = (
             ChatStreamUsage() if exchange.api == CHAT else ResponsesStreamUsage())
-        self.strip = exchange.strip_usage
-        self.bytes_seen = 0
+        self.strip = exchange.strip_usage  # only ever set for chat streams
 
     def feed(self, event: SSEEvent) -> list[SSEEvent]:
         if event.is_done:
             return [event]
-        self.bytes_seen += len(event.data)
         try:
             payload = event.json()
         except ValueError:
             return [event]
         if not isinstance(payload, dict):
             return [event]
-        if self.exchange.api == CHAT:
-            self.tracker.feed(payload)
-            if self.strip and payload.get("usage") is not None:
-                if not payload.get("choices"):
-                    return []
-                return [event.replace({**payload, "usage": None})]
-        else:
-            self.tracker.feed(payload)
+        tracker = self.tracker
+        tracker.feed(payload)
+        self.exchange.usage = tracker.usage
+        self.exchange.stream_text_bytes = tracker.text_bytes
+        if self.strip and payload.get("usage") is not None:
+            if not payload.get("choices"):
+                return []
+            return [event.replace({**payload, "usage": None})]
         return [event]
 
     def finish(self) -> list[SSEEvent]:
-        self.exchange.usage = self.tracker.usage
-        self.exchange.stream_output_bytes = self.bytes_seen
         return []
 
 
@@ -128,7 +124,7 @@ class Meter:
         """Tokens when the upstream reported none: the prompt counted, the output from what passed."""
         body = exchange.body or {}
         input_tokens = count_request_tokens(exchange.api, body, exchange.model_name)
-        output_tokens = tokens_for_bytes(exchange.stream_output_bytes) if exchange.stream else 0
+        output_tokens = tokens_for_bytes(exchange.stream_text_bytes) if exchange.stream else 0
         return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
 
     def _unpriced(self, model: str) -> None:

@@ -8,6 +8,7 @@ it with one final `data: {"error": ...}` event, never a silent cut.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ CLIENT_CLOSED = 499
 # Responses events that carry no content yet: held back so a failure right after them can
 # still fail over to another target.
 _RESPONSES_PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued"})
+_RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def _chat_is_content(event: SSEEvent) -> bool:
@@ -51,14 +53,24 @@ def _chat_is_content(event: SSEEvent) -> bool:
 
 
 def _responses_is_content(event: SSEEvent) -> bool:
-    name = event.event
-    if name is None:
-        try:
-            payload = event.json()
-            name = payload.get("type") if isinstance(payload, dict) else None
-        except orjson.JSONDecodeError:
-            return True
-    return name not in _RESPONSES_PREAMBLE
+    return _responses_event_type(event) not in _RESPONSES_PREAMBLE
+
+
+def _responses_event_type(event: SSEEvent) -> str | None:
+    if event.event is not None:
+        return event.event
+    try:
+        payload = event.json()
+    except orjson.JSONDecodeError:
+        return None
+    return payload.get("type") if isinstance(payload, dict) else None
+
+
+def is_terminal_event(api: Api, event: SSEEvent) -> bool:
+    """The event that ends a complete stream: `[DONE]`, or the Responses final event."""
+    if api == CHAT:
+        return event.is_done
+    return _responses_event_type(event) in _RESPONSES_TERMINAL
 
 
 def is_content_event(api: Api) -> Callable[[SSEEvent], bool]:
@@ -83,6 +95,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers()})
     events = reply.events
     clock = time.perf_counter
+    complete = False
     try:
         await response.prepare(request)
         while True:
@@ -95,10 +108,15 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
             exchange.upstream_wait_s += now - waited
             if exchange.ttft_s is None:
                 exchange.ttft_s = now - exchange.started
+            if is_terminal_event(exchange.api, event):
+                # Stages flush what they hold before the event that ends the stream.
+                complete = True
+                for out in stages.finish():
+                    await response.write(out.encode())
             for out in stages.feed(event):
                 await response.write(out.encode())
-        for out in stages.finish():
-            await response.write(out.encode())
+        if not complete:
+            raise UpstreamError("the upstream ended the stream before it was complete", kind="reset")
     except UpstreamError as exc:
         failure = mid_stream_error(exc)
         exchange.status, exchange.error_type = failure.status, failure.metric
@@ -106,9 +124,9 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     except GatewayError as failure:  # a stage ended the stream (e.g. a policy error)
         exchange.status, exchange.error_type = failure.status, failure.metric
         await response.write(error_event(failure))
-    except (ConnectionResetError, ConnectionError):
+    except (ConnectionError, asyncio.CancelledError):
         exchange.status = CLIENT_CLOSED
-        return response
+        raise
     finally:
         exchange.finished = clock()
         await reply.close()

@@ -207,6 +207,8 @@ async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> 
         held.append(event)
         if is_content(event):
             break
+    else:
+        raise UpstreamError("the upstream stream ended before any content", kind="reset", retryable=True)
     return UpstreamReply(status=reply.status, headers=reply.headers, events=_replay(held, events),
                          closer=reply.close)
 

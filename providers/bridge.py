@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from providers.base import CHAT, UpstreamCall, UpstreamReply
+from providers.base import CHAT, UpstreamCall, UpstreamError, UpstreamReply
 from providers.responses_chat import (
     ChatToResponsesStream,
     chat_to_responses_response,
@@ -40,7 +40,15 @@ async def _responses_events(reply: UpstreamReply, request: dict) -> AsyncIterato
     async for event in reply.events:
         if event.is_done:
             break
-        for event_type, payload in translator.feed(event.json()):
+        chunk = event.json()
+        if "error" in chunk:
+            raise UpstreamError(str(chunk["error"].get("message", "upstream stream error")), kind="http",
+                                retryable=True)
+        for event_type, payload in translator.feed(chunk):
             yield SSEEvent.of(payload, event_type)
+    if translator.finish_reason is None:
+        # Never present a cut stream as a completed response.
+        raise UpstreamError("the upstream stream ended before the answer was complete", kind="reset",
+                            retryable=True)
     for event_type, payload in translator.finish():
         yield SSEEvent.of(payload, event_type)

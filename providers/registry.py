@@ -6,6 +6,7 @@ from gateway.config import ProviderConfig
 from providers.base import Provider
 from providers.mock import MockProvider
 from providers.openai import OpenAIProvider
+from providers.translated import TranslatedProvider
 
 
 def build_provider(config: ProviderConfig) -> Provider:
@@ -17,11 +18,11 @@ def build_provider(config: ProviderConfig) -> Provider:
                               api_version=config.api_version, extra_headers=config.headers,
                               max_connections=config.max_connections)
     if config.type == "anthropic":
-        from providers.anthropic.adapter import AnthropicProvider
+        from providers.anthropic.adapter import AnthropicDialect
 
-        return AnthropicProvider(config)
+        return TranslatedProvider(config.name, AnthropicDialect(config), max_connections=config.max_connections)
     if config.type == "gemini":
-        from providers.gemini.adapter import GeminiProvider
+        from providers.gemini.adapter import GeminiDialect
 
-        return GeminiProvider(config)
+        return TranslatedProvider(config.name, GeminiDialect(config), max_connections=config.max_connections)
     raise ValueError(f"unknown provider type {config.type!r}")

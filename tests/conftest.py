@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agents import set_tracing_disabled
 
 from tests.fakes import openai_server
 from tests.harness import BackgroundLoop, Gateway, Server, base_config, start_app, start_gateway
+
+set_tracing_disabled(True)  # the Agents SDK would try to export traces to OpenAI
 
 
 @pytest.fixture(scope="session")

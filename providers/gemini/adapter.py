@@ -1,0 +1,71 @@
+"""Gemini's wire details for `TranslatedProvider`: `generateContent` and its SSE stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.config import ProviderConfig
+from providers.base import UpstreamError
+from providers.gemini.errors import gemini_error
+from providers.gemini.request import chat_to_gemini
+from providers.gemini.response import gemini_to_chat
+from providers.gemini.stream import GeminiStreamTranslator
+from providers.sse import SSEEvent
+from providers.translated import event_json
+
+API_VERSION = "v1beta"
+
+
+class GeminiStream:
+    def __init__(self, model: str) -> None:
+        self._translator = GeminiStreamTranslator(model)
+
+    @property
+    def finished(self) -> bool:
+        return self._translator.finished
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        payload = event_json(event, "gemini")
+        if isinstance(payload, dict) and "error" in payload:
+            raise gemini_error(500, event.data, {})
+        if not isinstance(payload, dict):
+            raise UpstreamError("gemini sent a stream event that is not an object", kind="malformed")
+        return self._translator.feed(payload)
+
+    def finish(self) -> list[dict[str, Any]]:
+        return self._translator.finish()
+
+
+class GeminiDialect:
+    kind = "gemini"
+    error = staticmethod(gemini_error)
+
+    def __init__(self, config: ProviderConfig) -> None:
+        assert config.base_url is not None
+        self._root = f"{config.base_url}/{API_VERSION}/models"
+        self._headers = {"Content-Type": "application/json", **dict(config.headers)}
+        if config.api_key:
+            self._headers["x-goog-api-key"] = config.api_key
+
+    def url(self, model: str, stream: bool) -> str:
+        model = model.removeprefix("models/")
+        if stream:
+            return f"{self._root}/{model}:streamGenerateContent?alt=sse"
+        return f"{self._root}/{model}:generateContent"
+
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    def request(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return chat_to_gemini(body, model)
+
+    def response(self, payload: Any, model: str) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise UpstreamError("gemini answered with something other than an object", kind="malformed",
+                                retryable=True)
+        return gemini_to_chat(payload, model)
+
+    def stream(self, model: str) -> GeminiStream:
+        return GeminiStream(model)
+

@@ -1,0 +1,123 @@
+"""Gemini `GenerateContentResponse` -> OpenAI `chat.completion`.
+
+Each candidate becomes a choice: text parts are concatenated into `content`, thought
+summaries into `reasoning_content`, and function calls become `tool_calls` whose ids
+carry the thought signature (see `providers.gemini.toolcalls`). Signatures Gemini puts
+on text parts are dropped: Gemini validates only those on function calls. The helpers
+below are shared with the stream translator, so both answers agree to the token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from providers.base import UpstreamError
+from providers.gemini.toolcalls import tool_call_from_part
+
+PartKind = Literal["text", "reasoning", "call"]
+
+_FILTERED = frozenset({
+    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR",
+})
+
+
+def gemini_to_chat(response: dict[str, Any], model: str, *, created: int | None = None,
+                   completion_id: str | None = None) -> dict[str, Any]:
+    raise_if_blocked(response)
+    candidates = response.get("candidates") or []
+    if not candidates:
+        raise UpstreamError("Gemini answered without any candidate", kind="malformed", retryable=True)
+    completion_id = completion_id or completion_id_for(response)
+    completion: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [_choice(candidate, position, completion_id)
+                    for position, candidate in enumerate(candidates)],
+    }
+    if response.get("usageMetadata"):
+        completion["usage"] = usage_to_chat(response["usageMetadata"])
+    return completion
+
+
+def usage_to_chat(usage_metadata: dict[str, Any]) -> dict[str, Any]:
+    """Gemini's token counts in OpenAI's terms (reasoning counts as completion, as OpenAI does)."""
+    prompt = usage_metadata.get("promptTokenCount", 0) + usage_metadata.get("toolUsePromptTokenCount", 0)
+    thoughts = usage_metadata.get("thoughtsTokenCount", 0)
+    completion = usage_metadata.get("candidatesTokenCount", 0) + thoughts
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": usage_metadata.get("totalTokenCount", prompt + completion),
+        "prompt_tokens_details": {"cached_tokens": usage_metadata.get("cachedContentTokenCount", 0)},
+        "completion_tokens_details": {"reasoning_tokens": thoughts},
+    }
+
+
+def raise_if_blocked(response: dict[str, Any]) -> None:
+    """A prompt Gemini refused to answer at all: a client error, not worth a retry."""
+    feedback = response.get("promptFeedback") or {}
+    reason = feedback.get("blockReason")
+    if not reason or response.get("candidates"):
+        return
+    message = f"Gemini blocked the prompt (blockReason {reason})"
+    if feedback.get("blockReasonMessage"):
+        message += f": {feedback['blockReasonMessage'].rstrip('.')}"
+    raise UpstreamError(
+        f"{message}. Change the request's content; retrying it unchanged will not help.",
+        status=400, kind="safety", retryable=False,
+        error_type="invalid_request_error", error_code="content_filter",
+    )
+
+
+def completion_id_for(response: dict[str, Any]) -> str:
+    response_id = response.get("responseId")
+    return f"chatcmpl-{response_id}" if response_id else f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def finish_reason(gemini_reason: str | None, made_calls: bool) -> str:
+    if gemini_reason in _FILTERED:
+        return "content_filter"
+    if gemini_reason == "MAX_TOKENS":
+        return "length"
+    return "tool_calls" if made_calls else "stop"
+
+
+def part_kind(part: dict[str, Any]) -> PartKind | None:
+    """What a part becomes in a chat answer; None for parts with nothing to show."""
+    if "functionCall" in part:
+        return "call"
+    if not part.get("text"):
+        return None
+    return "reasoning" if part.get("thought") else "text"
+
+
+def _choice(candidate: dict[str, Any], position: int, completion_id: str) -> dict[str, Any]:
+    index = candidate.get("index", position)
+    texts: dict[str, list[str]] = {"text": [], "reasoning": []}
+    tool_calls: list[dict[str, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        kind = part_kind(part)
+        if kind == "call":
+            tool_calls.append(tool_call_from_part(part, completion_id, index, len(tool_calls)))
+        elif kind is not None:
+            texts[kind].append(part["text"])
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts["text"]) if texts["text"] else None,
+        "refusal": None,
+    }
+    if texts["reasoning"]:
+        message["reasoning_content"] = "".join(texts["reasoning"])
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish_reason(candidate.get("finishReason"), bool(tool_calls)),
+        "logprobs": None,
+    }

@@ -1,0 +1,99 @@
+"""Gemini stream events -> chat.completion.chunks: golden fixtures, and agreement with whole answers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from google.genai import types
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
+
+from providers.base import UpstreamError
+from providers.gemini import GeminiStreamTranslator, gemini_to_chat
+from tests.fakes.gemini_server import split_events
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
+
+
+def _cases(errors: bool) -> list[Any]:
+    cases = json.loads((FIXTURES / "stream" / "cases.json").read_text())
+    return [pytest.param(case, id=case["description"]) for case in cases if ("error" in case) == errors]
+
+
+def _translator(case: dict[str, Any]) -> GeminiStreamTranslator:
+    options = {key: case[key] for key in ("created", "completion_id") if key in case}
+    return GeminiStreamTranslator(case["model"], **options)
+
+
+def _translate(translator: GeminiStreamTranslator, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    chunks = [chunk for event in events for chunk in translator.feed(event)]
+    return chunks + translator.finish()
+
+
+@pytest.mark.parametrize("case", _cases(errors=False))
+def test_stream_fixture(case: dict[str, Any]) -> None:
+    for event in case["events"]:
+        types.GenerateContentResponse.model_validate_json(orjson.dumps(event))
+    events = copy.deepcopy(case["events"])
+    translator = _translator(case)
+    chunks = _translate(translator, events)
+    assert chunks == case["expected"]
+    assert events == case["events"], "the translator must not change its input"
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+    assert translator.finished
+    assert translator.usage == (chunks[-1].get("usage"))
+
+
+@pytest.mark.parametrize("case", _cases(errors=True))
+def test_stream_error(case: dict[str, Any]) -> None:
+    translator = _translator(case)
+    with pytest.raises(UpstreamError) as raised:
+        _translate(translator, case["events"])
+    expected = case["error"]
+    assert (raised.value.kind, raised.value.status, raised.value.retryable) == \
+        (expected["kind"], expected["status"], expected["retryable"])
+    assert expected["message_contains"] in raised.value.message
+
+
+def test_a_cut_stream_is_not_finished() -> None:
+    translator = GeminiStreamTranslator("gemini-2.5-flash")
+    translator.feed({"candidates": [{"content": {"parts": [{"text": "Hel"}], "role": "model"}}]})
+    assert not translator.finished
+
+
+def _whole_responses() -> list[Any]:
+    cases = []
+    for path in sorted((FIXTURES / "response").glob("*.json")):
+        for case in json.loads(path.read_text()):
+            if "error" not in case:
+                for events in (1, 2, 5):
+                    cases.append(pytest.param(case, events, id=f"{case['description']} / {events} events"))
+    return cases
+
+
+@pytest.mark.parametrize(("case", "events"), _whole_responses())
+def test_streamed_answer_equals_whole_answer(case: dict[str, Any], events: int) -> None:
+    """Streamed as Google streams it and put together by the openai SDK, it is the same answer."""
+    whole = gemini_to_chat(case["input"], case["model"], completion_id="chatcmpl-x", created=1)
+    translator = GeminiStreamTranslator(case["model"], completion_id="chatcmpl-x", created=1)
+    state = ChatCompletionStreamState()
+    for chunk in _translate(translator, split_events(case["input"], events)):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    streamed = state.current_completion_snapshot.model_dump(exclude_none=True)
+    assert streamed["usage"] == whole["usage"]
+    assert len(streamed["choices"]) == len(whole["choices"])
+    for got, expected in zip(streamed["choices"], whole["choices"], strict=True):
+        assert got["finish_reason"] == expected["finish_reason"]
+        # A stream opens with content "" (as OpenAI's do) where a whole answer may say null.
+        assert (got["message"].get("content") or None) == expected["message"]["content"]
+        assert got["message"].get("reasoning_content") == expected["message"].get("reasoning_content")
+        calls = [{"id": call["id"], "type": call["type"], "function": {
+            "name": call["function"]["name"], "arguments": call["function"]["arguments"]}}
+            for call in got["message"].get("tool_calls", ())]
+        assert calls == expected["message"].get("tool_calls", [])
