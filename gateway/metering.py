@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gateway.events import checked_payload
 from gateway.exchange import Exchange
 from gateway.ledger import Ledger
 from gateway.metrics import UNKNOWN, Metrics
@@ -43,13 +44,8 @@ class UsageWatch:
         self.strip = exchange.strip_usage  # only ever set for chat streams
 
     def feed(self, event: SSEEvent) -> list[SSEEvent]:
-        if event.is_done:
-            return [event]
-        try:
-            payload = event.json()
-        except ValueError:
-            return [event]
-        if not isinstance(payload, dict):
+        payload = checked_payload(event)
+        if payload is None:
             return [event]
         tracker = self.tracker
         tracker.feed(payload)

@@ -21,8 +21,9 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.errors import GatewayError
+from gateway.events import is_content_event
 from gateway.exchange import REQUEST_ID, Exchange, new_request_id
-from gateway.relay import is_content_event, relay_stream
+from gateway.relay import relay_stream
 from gateway.router import Route, Target
 from gateway.runtime import Runtime
 from gateway.validation import ParsedRequest, agent_name, parse_request

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
 
 from gateway import errors
 from gateway.errors import GatewayError
+from gateway.events import checked_payload, is_terminal
 from gateway.exchange import Exchange
-from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api, UpstreamError, UpstreamReply
-from providers.sse import SSEEvent
+from providers.base import UpstreamError, UpstreamReply
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -28,55 +26,6 @@ if TYPE_CHECKING:
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 CLIENT_CLOSED = 499
-
-# Responses events that carry no content yet: held back so a failure right after them can
-# still fail over to another target.
-_RESPONSES_PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued"})
-_RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-
-def _chat_is_content(event: SSEEvent) -> bool:
-    if event.is_done:
-        return True
-    try:
-        chunk = event.json()
-    except orjson.JSONDecodeError:
-        return True  # let the relay report it
-    if not isinstance(chunk, dict) or "error" in chunk:
-        return True
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or \
-                delta.get("reasoning_content") or choice.get("finish_reason"):
-            return True
-    return bool(chunk.get("usage"))
-
-
-def _responses_is_content(event: SSEEvent) -> bool:
-    return _responses_event_type(event) not in _RESPONSES_PREAMBLE
-
-
-def _responses_event_type(event: SSEEvent) -> str | None:
-    if event.event is not None:
-        return event.event
-    try:
-        payload = event.json()
-    except orjson.JSONDecodeError:
-        return None
-    return payload.get("type") if isinstance(payload, dict) else None
-
-
-def is_terminal_event(api: Api, event: SSEEvent) -> bool:
-    """The event that ends a complete stream: `[DONE]`, or the Responses final event."""
-    if api == CHAT:
-        return event.is_done
-    return _responses_event_type(event) in _RESPONSES_TERMINAL
-
-
-def is_content_event(api: Api) -> Callable[[SSEEvent], bool]:
-    return {CHAT: _chat_is_content, RESPONSES: _responses_is_content,
-            EMBEDDINGS: lambda event: True}[api]
-
 
 def error_event(exc: GatewayError) -> bytes:
     return b"data: " + exc.body() + b"\n\n"
@@ -108,7 +57,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
             exchange.upstream_wait_s += now - waited
             if exchange.ttft_s is None:
                 exchange.ttft_s = now - exchange.started
-            if is_terminal_event(exchange.api, event):
+            if is_terminal(exchange.api, event, checked_payload(event)):
                 # Stages flush what they hold before the event that ends the stream.
                 complete = True
                 for out in stages.finish():

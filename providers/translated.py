@@ -42,9 +42,9 @@ class Dialect(Protocol):
 
     def request(self, body: dict[str, Any], model: str) -> dict[str, Any]: ...
 
-    def response(self, payload: Any, model: str) -> dict[str, Any]: ...
+    def response(self, payload: Any, call: UpstreamCall) -> dict[str, Any]: ...
 
-    def stream(self, model: str) -> StreamTranslator: ...
+    def stream(self, call: UpstreamCall) -> StreamTranslator: ...
 
 
 class TranslatedProvider:
@@ -80,10 +80,10 @@ class TranslatedProvider:
             except orjson.JSONDecodeError as exc:
                 raise UpstreamError(f"{self.kind} sent malformed JSON: {exc}", kind="malformed",
                                     retryable=True) from None
-            return UpstreamReply(status=response.status, parsed=dialect.response(payload, call.model))
+            return UpstreamReply(status=response.status, parsed=dialect.response(payload, call))
         ensure_event_stream(response)
         return UpstreamReply(status=response.status,
-                             events=self._chunks(stream_events(response, call), dialect.stream(call.model)),
+                             events=self._chunks(stream_events(response, call), dialect.stream(call)),
                              closer=response.close)
 
     async def _chunks(self, events: AsyncIterator[SSEEvent], translator: StreamTranslator

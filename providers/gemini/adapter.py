@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import ProviderConfig
-from providers.base import UpstreamError
+from providers.base import UpstreamCall, UpstreamError
 from providers.gemini.errors import gemini_error
 from providers.gemini.request import chat_to_gemini
 from providers.gemini.response import gemini_to_chat
@@ -60,12 +60,12 @@ class GeminiDialect:
     def request(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         return chat_to_gemini(body, model)
 
-    def response(self, payload: Any, model: str) -> dict[str, Any]:
+    def response(self, payload: Any, call: UpstreamCall) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise UpstreamError("gemini answered with something other than an object", kind="malformed",
                                 retryable=True)
-        return gemini_to_chat(payload, model)
+        return gemini_to_chat(payload, call.model)
 
-    def stream(self, model: str) -> GeminiStream:
-        return GeminiStream(model)
+    def stream(self, call: UpstreamCall) -> GeminiStream:
+        return GeminiStream(call.model)
 
