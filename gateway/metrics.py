@@ -86,6 +86,9 @@ class Metrics:
         self.approvals_pending = Gauge(
             "lockgate_approvals_pending", "Approvals waiting for a decision.", registry=r,
             multiprocess_mode="livemax")
+        self.approvals_overdue = Gauge(
+            "lockgate_approvals_overdue", "Pending approvals past their expiry (the expiry sweep is behind).",
+            registry=r, multiprocess_mode="livemax")
         self.circuit_open = _Children(Gauge(
             "lockgate_circuit_open", "1 while a target's circuit is open.", ["provider", "model"],
             registry=r, multiprocess_mode="livemax"))

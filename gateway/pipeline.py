@@ -46,7 +46,8 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         async with runtime.admission.admit(exchange):
             adjust_request(exchange, parsed)
             reply = await runtime.router.call(route, lambda target: upstream_call(exchange, parsed, target),
-                                              is_content_event(api), exchange.outcome)
+                                              is_content_event(api), exchange.outcome,
+                                              snapshot.config.server.queue_timeout_s)
             exchange.reached_upstream = True
             if reply.is_stream:
                 return await relay_stream(runtime, request, exchange, reply)

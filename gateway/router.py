@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from gateway import errors
@@ -40,7 +41,8 @@ class Target:
     breaker: CircuitBreaker
     in_flight: int = 0
     latency_ewma_s: float = 0.0
-    semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+    slots: asyncio.Semaphore | None = field(default=None, repr=False)
+
 
     @property
     def model(self) -> str:
@@ -49,6 +51,27 @@ class Target:
     @property
     def key(self) -> tuple[str, str]:
         return (self.provider.name, self.config.model)
+
+    def at_capacity(self) -> bool:
+        return self.slots is not None and self.slots.locked()
+
+    @asynccontextmanager
+    async def slot(self, wait_s: float | None) -> AsyncIterator[None]:
+        """Hold one of the target's `max_concurrent` slots, waiting up to `wait_s` for one."""
+        if self.slots is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(wait_s):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise errors.rate_limited(
+                f"Every target is at its concurrency cap ({self.provider.name}/{self.model}: "
+                f"{self.config.max_concurrent}); waited {wait_s:g}s. Retry shortly.", retry_after=1.0) from None
+        try:
+            yield
+        finally:
+            self.slots.release()
 
     def observe_latency(self, seconds: float) -> None:
         if self.latency_ewma_s == 0.0:
@@ -110,63 +133,83 @@ class Router:
         self.metrics = metrics
 
     async def call(self, route: Route, make_call: CallFactory, is_content: ContentTest,
-                   outcome: Outcome) -> UpstreamReply:
-        loop = asyncio.get_running_loop()
+                   outcome: Outcome, queue_timeout_s: float = 5.0) -> UpstreamReply:
         failures: list[UpstreamError] = []
+        saturated: list[Target] = []
         tried = 0
         previous: Target | None = None
         for target in route.order():
             if not target.breaker.allow():
                 continue
+            if target.at_capacity():
+                target.breaker.release_probe()
+                saturated.append(target)
+                continue
             if previous is not None:
-                reason = failures[-1].reason if failures else "circuit_open"
-                self.metrics.failovers(route.alias, previous.provider.name, target.provider.name, reason).inc()
-                log.warning("failover for %s from %s/%s to %s/%s: %s", route.alias, previous.provider.name,
-                            previous.model, target.provider.name, target.model, reason)
-                outcome.failovers.append(reason)
+                self._count_failover(route, previous, target, failures[-1].reason if failures else "unavailable",
+                                     outcome)
             previous = target
             tried += 1
-            for attempt in range(route.retry.attempts):
-                outcome.attempts += 1
-                outcome.target = target
-                call = make_call(target)
-                started = loop.time()
-                target.in_flight += 1
-                try:
-                    reply = await self._attempt(target, call, is_content)
-                except UpstreamError as exc:
-                    outcome.upstream_s += loop.time() - started
-                    failures.append(exc)
-                    self._record_failure(target, exc)
-                    if exc.status in CLIENT_FAULT_STATUSES:
-                        raise client_fault(exc, target) from None
-                    wait = self._retry_wait(route.retry, attempt, exc)
-                    if wait is None:
-                        break
-                    self.metrics.retries(target.provider.name, target.model, exc.reason).inc()
-                    await asyncio.sleep(wait)
-                    continue
-                except BaseException:
-                    target.breaker.release_probe()
-                    raise
-                finally:
-                    target.in_flight -= 1
-                elapsed = loop.time() - started
-                outcome.upstream_s += elapsed
-                target.observe_latency(elapsed)
-                target.breaker.record_success()
+            reply = await self._try_target(route, target, make_call, is_content, outcome, failures)
+            if reply is not None:
+                return reply
+        if saturated and not failures:
+            # Every healthy target is at its concurrency cap: queue on the first one.
+            tried += 1
+            reply = await self._try_target(route, saturated[0], make_call, is_content, outcome, failures,
+                                           wait_s=queue_timeout_s)
+            if reply is not None:
                 return reply
         raise final_error(route, failures, tried)
 
-    async def _attempt(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
-        if target.semaphore is not None:
-            async with target.semaphore:
-                return await self._send(target, call, is_content)
-        return await self._send(target, call, is_content)
+    def _count_failover(self, route: Route, previous: Target, target: Target, reason: str,
+                        outcome: Outcome) -> None:
+        self.metrics.failovers(route.alias, previous.provider.name, target.provider.name, reason).inc()
+        log.warning("failover for %s from %s/%s to %s/%s: %s", route.alias, previous.provider.name,
+                    previous.model, target.provider.name, target.model, reason)
+        outcome.failovers.append(reason)
+
+    async def _try_target(self, route: Route, target: Target, make_call: CallFactory, is_content: ContentTest,
+                          outcome: Outcome, failures: list[UpstreamError], wait_s: float = 0.0
+                          ) -> UpstreamReply | None:
+        """Up to `retry.attempts` tries on one target; None when they are spent."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(route.retry.attempts):
+            outcome.attempts += 1
+            outcome.target = target
+            started = loop.time()
+            target.in_flight += 1
+            try:
+                async with target.slot(wait_s):
+                    reply = await self._send(target, make_call(target), is_content)
+            except UpstreamError as exc:
+                outcome.upstream_s += loop.time() - started
+                failures.append(exc)
+                self._record_failure(target, exc)
+                if exc.status in CLIENT_FAULT_STATUSES:
+                    raise client_fault(exc, target) from None
+                wait = self._retry_wait(route.retry, attempt, exc)
+                if wait is None:
+                    return None
+                self.metrics.retries(target.provider.name, target.model, exc.reason).inc()
+                await asyncio.sleep(wait)
+                continue
+            except BaseException:
+                target.breaker.release_probe()
+                raise
+            finally:
+                target.in_flight -= 1
+            elapsed = loop.time() - started
+            outcome.upstream_s += elapsed
+            target.observe_latency(elapsed)
+            target.breaker.record_success()
+            return reply
+        return None
 
     async def _send(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
         reply = await target.provider.send(call)
         if reply.events is None:
+            reply.json()  # a body that does not parse is a failed attempt, not the client's problem
             return reply
         try:
             return await _hold_until_content(reply, is_content)

@@ -95,7 +95,7 @@ class Runtime:
         breaker = CircuitBreaker(model.circuit, on_change=lambda state: gauge.set(1 if state == OPEN else 0))
         gauge.set(0)
         target = Target(provider=provider, config=spec, timeouts=target_timeouts(model, spec), breaker=breaker,
-                        semaphore=asyncio.Semaphore(spec.max_concurrent) if spec.max_concurrent else None)
+                        slots=asyncio.Semaphore(spec.max_concurrent) if spec.max_concurrent else None)
         self._targets[key] = target
         return target
 

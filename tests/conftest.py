@@ -10,7 +10,7 @@ import pytest
 from agents import set_tracing_disabled
 
 from tests.fakes import openai_server
-from tests.harness import BackgroundLoop, Gateway, Server, base_config, start_app, start_gateway
+from tests.harness import BackgroundLoop, Gateway, Pair, Server, base_config, start_app, start_gateway
 
 set_tracing_disabled(True)  # the Agents SDK would try to export traces to OpenAI
 
@@ -46,6 +46,15 @@ def gateway_factory(bg: BackgroundLoop, tmp_path: Path) -> Iterator[Callable[...
     yield factory
     for gateway in started:
         bg.run(gateway.server.runner.cleanup())
+
+
+@pytest.fixture
+def pair(bg: BackgroundLoop) -> Iterator[Pair]:
+    primary = bg.run(start_app(openai_server.create_app()))
+    backup = bg.run(start_app(openai_server.create_app()))
+    yield Pair(primary.app[openai_server.STATE], backup.app[openai_server.STATE], primary, backup)
+    for server in (primary, backup):
+        bg.run(server.runner.cleanup())
 
 
 @pytest.fixture

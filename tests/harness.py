@@ -20,6 +20,8 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import load_config
 from gateway.runtime import Runtime
+from tests.fakes import openai_server
+from tests.fakes.openai_server import State
 
 T = TypeVar("T")
 TENANT_KEY = "lg-test-acme-key"
@@ -61,6 +63,8 @@ class Server:
 
 
 async def start_app(app: web.Application, **runner_options: Any) -> Server:
+    # Handlers die with their connection, and shutdown does not wait on a hanging one.
+    runner_options = {"handler_cancellation": True, "shutdown_timeout": 1.0, **runner_options}
     runner = web.AppRunner(app, access_log=None, **runner_options)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -69,14 +73,38 @@ async def start_app(app: web.Application, **runner_options: Any) -> Server:
     return Server(url=f"http://127.0.0.1:{port}", runner=runner)
 
 
+@dataclass
+class Pair:
+    primary: State
+    backup: State
+    primary_server: Server
+    backup_server: Server
+
+
+TIMEOUT_S = 2.0
+FIRST_TOKEN_S = 0.5
+
+
+def fault_config(pair: Pair, *, with_backup: bool = True, **model: Any) -> dict[str, Any]:
+    config = base_config(pair.primary_server.url)
+    config["providers"]["backup"] = {"type": "openai", "base_url": f"{pair.backup_server.url}/v1",
+                                     "api_key": openai_server.API_KEY}
+    targets = [{"provider": "upstream", "model": "primary-model"}]
+    if with_backup:
+        targets.append({"provider": "backup", "model": "backup-model"})
+    config["models"]["gpt-test"] = {"targets": targets, "retry": {"attempts": 2, "backoff_ms": 10},
+                                    "timeout_s": TIMEOUT_S, "first_token_timeout_s": FIRST_TOKEN_S,
+                                    "idle_timeout_s": FIRST_TOKEN_S, **model}
+    return config
+
+
 def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     """A gateway.yaml (as a dict) with one OpenAI-compatible upstream and two tenants."""
-    from tests.fakes.openai_server import API_KEY
-
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0},
         "admin_keys": [sha(ADMIN_KEY)],
-        "providers": {"upstream": {"type": "openai", "base_url": f"{upstream_url}/v1", "api_key": API_KEY}},
+        "providers": {"upstream": {"type": "openai", "base_url": f"{upstream_url}/v1",
+                                   "api_key": openai_server.API_KEY}},
         "models": {
             "gpt-test": {"targets": [{"provider": "upstream", "model": "gpt-test-upstream"}]},
             "embed-test": {"targets": [{"provider": "upstream", "model": "text-embedding-test"}]},
@@ -111,5 +139,5 @@ async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
     loaded, problems = load_config(path)
     assert loaded is not None, problems
     runtime = Runtime(loaded)
-    server = await start_app(create_app(runtime), handler_cancellation=True)
+    server = await start_app(create_app(runtime))
     return Gateway(url=server.url, runtime=runtime, server=server, config_path=path)

@@ -96,8 +96,8 @@ def test_body_over_limit_by_content_length_is_refused_before_reading(small_gatew
     assert response.json()["error"]["code"] == "request_too_large"
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405),
-                                                         ("DELETE", "/v1/models", 405)])
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405), ("DELETE", "/v1/models", 405)])
 def test_unknown_routes_get_the_envelope(small_gateway: Gateway, method: str, path: str, status: int) -> None:
     response = httpx.request(method, f"{small_gateway.url}{path}", headers={"Authorization": f"Bearer {TENANT_KEY}"})
     assert response.status_code == status

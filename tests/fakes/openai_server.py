@@ -56,6 +56,9 @@ class Script:
     """Streams: send an error event after this many events, then end."""
     malformed_json: bool = False
     malformed_sse_after: int | None = None
+    stall_after: int | None = None
+    """Streams: after this many events go quiet for `stall_s`."""
+    stall_s: float = 0.0
     hold_after: int | None = None
     """Streams: after this many events wait for `release` before sending the rest."""
     release: asyncio.Event | None = None
@@ -224,6 +227,8 @@ async def _stream(request: web.Request, state: State, frames: list[tuple[str | N
                     await response.write(b"data: {this is not json\n\n")
                     await response.write_eof()
                     return response
+                if script.stall_after == index:
+                    await asyncio.sleep(script.stall_s)
                 if script.hold_after == index and script.release is not None:
                     await script.release.wait()
                 if script.chunk_delay_s and index:

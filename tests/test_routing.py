@@ -1,0 +1,167 @@
+"""Circuit breaking, balancing strategies and concurrency caps, against real fake upstreams."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from gateway.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from gateway.config import CircuitConfig
+from tests.fakes.openai_server import Script
+from tests.harness import TENANT_KEY, Gateway, Pair, fault_config
+from tests.test_faults import MESSAGES
+
+
+def client(gateway: Gateway, **options: Any) -> OpenAI:
+    return OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0, **options)
+
+
+def ask(gateway: Gateway) -> httpx.Response:
+    return httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "gpt-test", "messages": MESSAGES},
+                      headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=30)
+
+
+def metric(gateway: Gateway, line_start: str) -> float | None:
+    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+PATIENT = {"timeout_s": 10, "first_token_timeout_s": 10}
+CIRCUIT_OPEN = 'lockgate_circuit_open{model="primary-model",provider="upstream"}'
+
+
+def test_circuit_opens_skips_and_recovers(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    gateway = gateway_factory(fault_config(pair, circuit={"failures": 2, "cooldown_s": 0.5}))
+    pair.primary.queue += [Script(status=500), Script(status=500)]
+    assert ask(gateway).headers["x-lockgate-provider"] == "backup"
+    assert metric(gateway, CIRCUIT_OPEN) == 1
+    assert httpx.get(f"{gateway.url}/readyz").json()["circuits"]["upstream/primary-model"] == "open"
+    # While open, the primary is not even tried.
+    seen = len(pair.primary.requests)
+    response = ask(gateway)
+    assert response.headers["x-lockgate-provider"] == "backup"
+    assert response.headers["x-lockgate-attempts"] == "1"
+    assert len(pair.primary.requests) == seen
+    # After the cooldown one probe goes through; its success closes the circuit.
+    time.sleep(0.6)
+    assert ask(gateway).headers["x-lockgate-provider"] == "upstream"
+    assert metric(gateway, CIRCUIT_OPEN) == 0
+    assert httpx.get(f"{gateway.url}/readyz").json()["circuits"]["upstream/primary-model"] == "closed"
+
+
+def test_every_circuit_open_is_503_no_healthy_target(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    gateway = gateway_factory(fault_config(pair, with_backup=False, circuit={"failures": 1, "cooldown_s": 30}))
+    pair.primary.queue += [Script(status=500), Script(status=500)]
+    assert ask(gateway).status_code == 502
+    response = ask(gateway)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_healthy_target"
+    assert 25 <= int(response.headers["retry-after"]) <= 30
+    ready = httpx.get(f"{gateway.url}/readyz").json()
+    assert ready["degraded_models"] == ["gpt-test"]
+
+
+def test_breaker_failure_rate_over_window() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(CircuitConfig(failures=100, failure_rate=0.5, window_s=10, min_requests=4,
+                                           cooldown_s=5), clock=lambda: now[0])
+    for failed in (False, True, False, True):
+        now[0] += 1
+        breaker.record_failure() if failed else breaker.record_success()
+    assert breaker.state == OPEN  # 2 of 4 within the window
+    assert not breaker.allow()
+    now[0] += 5
+    assert breaker.allow() and breaker.state == HALF_OPEN
+    assert not breaker.allow()  # one probe at a time
+    breaker.record_success()
+    assert breaker.state == CLOSED
+    for _ in range(3):
+        now[0] += 20  # old outcomes leave the window
+        breaker.record_failure()
+        breaker.record_success()
+    assert breaker.state == CLOSED or breaker.retry_after() > 0
+
+
+def test_weighted_strategy_splits_traffic(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    config = fault_config(pair, strategy="weighted")
+    config["models"]["gpt-test"]["targets"][0]["weight"] = 3
+    config["models"]["gpt-test"]["targets"][1]["weight"] = 1
+    gateway = gateway_factory(config)
+    served = [ask(gateway).headers["x-lockgate-provider"] for _ in range(200)]
+    share = served.count("upstream") / len(served)
+    assert 0.62 < share < 0.88  # 0.75 expected
+
+
+def test_latency_strategy_prefers_the_faster_target(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    gateway = gateway_factory(fault_config(pair, strategy="latency"))
+    pair.primary.queue += [Script(content="slow", delay_s=0.3)]
+    ask(gateway)  # primary measured slow
+    pair.primary.queue += [Script(content="slow", delay_s=0.3)] * 5
+    served = [ask(gateway).headers["x-lockgate-provider"] for _ in range(5)]
+    assert served.count("backup") >= 4
+
+
+def test_tenant_concurrency_cap_queues_then_429(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    config = fault_config(pair, with_backup=False, **PATIENT)
+    config["tenants"]["acme"]["limits"] = {"max_concurrent": 1}
+    config["server"]["queue_timeout_s"] = 0.3
+    gateway = gateway_factory(config)
+    pair.primary.queue += [Script(content="slow", delay_s=1.5)]
+    first = threading.Thread(target=ask, args=(gateway,))
+    first.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    response = ask(gateway)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert response.headers["retry-after"]
+    assert 0.25 < time.monotonic() - started < 1.4  # gave up after the queue timeout, not after the call
+    first.join()
+    # A slot that frees up within the queue timeout serves the waiting request.
+    config_gateway = gateway
+    pair.primary.queue += [Script(content="short", delay_s=0.1)]
+    first = threading.Thread(target=ask, args=(config_gateway,))
+    first.start()
+    time.sleep(0.02)
+    assert ask(config_gateway).status_code == 200
+    first.join()
+
+
+def test_abandoned_queued_request_leaves_the_queue(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    config = fault_config(pair, with_backup=False, **PATIENT)
+    config["tenants"]["acme"]["limits"] = {"max_concurrent": 1}
+    config["server"]["queue_timeout_s"] = 10
+    gateway = gateway_factory(config)
+    pair.primary.queue += [Script(content="first", delay_s=1.0)]
+    first = threading.Thread(target=ask, args=(gateway,))
+    first.start()
+    time.sleep(0.2)
+    with pytest.raises(openai.APITimeoutError):
+        client(gateway, timeout=0.3).chat.completions.create(model="gpt-test", messages=[
+            {"role": "user", "content": "I give up"}])
+    first.join()
+    assert ask(gateway).status_code == 200
+    # The abandoned request never reached the upstream.
+    assert not any("I give up" in str(request) for request in pair.primary.requests)
+
+
+def test_target_concurrency_cap_moves_to_the_next_target(gateway_factory: Callable[..., Gateway],
+                                                         pair: Pair) -> None:
+    config = fault_config(pair, **PATIENT)
+    config["models"]["gpt-test"]["targets"][0]["max_concurrent"] = 1
+    gateway = gateway_factory(config)
+    pair.primary.queue += [Script(content="slow", delay_s=1.0)]
+    first = threading.Thread(target=ask, args=(gateway,))
+    first.start()
+    time.sleep(0.2)
+    assert ask(gateway).headers["x-lockgate-provider"] == "backup"
+    first.join()
