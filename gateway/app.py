@@ -12,6 +12,7 @@ from gateway.errors import GatewayError
 from gateway.exchange import REQUEST_ID, new_request_id
 from gateway.pipeline import handle_model_call
 from gateway.runtime import Runtime
+from gateway.usage_api import admin_usage, tenant_usage
 from providers.base import CHAT, EMBEDDINGS, RESPONSES
 
 log = logging.getLogger("lockgate.app")
@@ -34,12 +35,20 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/v1/embeddings", model_call(EMBEDDINGS))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
+    app.router.add_get("/v1/usage", with_runtime(tenant_usage))
+    app.router.add_get("/admin/usage", with_runtime(admin_usage))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
+
+
+def with_runtime(handler: Callable[[web.Request, Runtime], Awaitable[web.StreamResponse]]) -> Handler:
+    async def bound(request: web.Request) -> web.StreamResponse:
+        return await handler(request, request.app[RUNTIME])
+    return bound
 
 
 async def _start(app: web.Application) -> None:

@@ -137,8 +137,15 @@ class Runtime:
         self._use_stored_keys({**self._stored_keys, key_hash: record.tenant})
         return self.snapshot.keyring.tenant(key)
 
-    def is_admin(self, request: web.Request) -> bool:
-        return self.snapshot.keyring.is_admin(presented_key(request.headers))
+    def require_admin(self, request: web.Request) -> None:
+        """Admin endpoints: 401 without a valid key, 403 for a tenant key."""
+        key = presented_key(request.headers)
+        keyring = self.snapshot.keyring
+        if keyring.is_admin(key):
+            return
+        if keyring.tenant(key) is not None:
+            raise errors.admin_only()
+        raise errors.invalid_api_key("This endpoint needs an admin key: send 'Authorization: Bearer <admin key>'.")
 
     def stream_stages(self, exchange: Exchange) -> StageChain:
         return StageChain([UsageWatch(exchange)])

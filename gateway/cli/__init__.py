@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import check, keys, serve
+from gateway.cli import check, keys, serve, usage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     check.register(commands)
     keys.register(commands)
+    usage.register(commands)
     return parser
 
 

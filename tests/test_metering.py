@@ -1,0 +1,193 @@
+"""Exact accounting: what the providers report is what the ledger, the usage API, the
+metrics and the CLI say, priced right (cached reads, cache writes, reasoning)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.fakes import anthropic_server, gemini_server
+from tests.fakes.openai_server import Script, State
+from tests.harness import (
+    ADMIN_KEY,
+    OTHER_TENANT_KEY,
+    TENANT_KEY,
+    BackgroundLoop,
+    Gateway,
+    Server,
+    base_config,
+    start_app,
+)
+from tests.providers_matrix import make_fake
+
+PRICES = {
+    "gpt-test-upstream": {"input": 1.0, "cached_input": 0.1, "output": 2.0},
+    "claude-sonnet-4-5": {"input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "output": 15.0},
+    "gemini-2.5-flash": {"input": 0.3, "cached_input": 0.03, "output": 2.5},
+}
+OPENAI_USAGE = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+                "prompt_tokens_details": {"cached_tokens": 400},
+                "completion_tokens_details": {"reasoning_tokens": 100}}
+# (600 * 1.0 + 400 * 0.1 + 500 * 2.0) / 1e6
+OPENAI_COST = 0.00164
+
+
+def usage_of(gateway: Gateway, key: str = TENANT_KEY, **query: str) -> dict[str, Any]:
+    response = httpx.get(f"{gateway.base_url}/usage", params=query, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def priced(gateway_factory: Callable[..., Gateway], openai_upstream: Server) -> Gateway:
+    return gateway_factory(base_config(openai_upstream.url, pricing={"models": PRICES}))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_usage_is_metered_exactly(priced: Gateway, upstream_state: State, stream: bool) -> None:
+    upstream_state.queue.append(Script(content="hello", usage=OPENAI_USAGE))
+    api = OpenAI(base_url=priced.base_url, api_key=TENANT_KEY, max_retries=0)
+    if stream:
+        list(api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}],
+                                         stream=True))
+    else:
+        api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    totals = usage_of(priced)["totals"]
+    assert (totals["requests"], totals["input_tokens"], totals["output_tokens"], totals["cached_tokens"],
+            totals["reasoning_tokens"]) == (1, 1000, 500, 400, 100)
+    assert totals["cost_usd"] == pytest.approx(OPENAI_COST, abs=1e-12)
+    metrics = httpx.get(f"{priced.url}/metrics").text
+    assert 'lockgate_tokens_total{kind="cached",model="gpt-test-upstream",tenant="acme"} 400.0' in metrics
+    assert 'lockgate_cost_usd_total{model="gpt-test-upstream",tenant="acme"} 0.00164' in metrics
+
+
+def test_agents_style_stream_without_include_usage_is_still_metered(priced: Gateway, upstream_state: State
+                                                                    ) -> None:
+    upstream_state.queue.append(Script(content="hello", usage=OPENAI_USAGE))
+    httpx.post(f"{priced.base_url}/chat/completions", headers={"Authorization": f"Bearer {TENANT_KEY}"},
+               json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": True})
+    assert usage_of(priced)["totals"]["input_tokens"] == 1000
+
+
+def test_unknown_model_has_null_cost_never_zero(gateway_factory: Callable[..., Gateway],
+                                                openai_upstream: Server, upstream_state: State) -> None:
+    gateway = gateway_factory(base_config(openai_upstream.url))  # gpt-test-upstream has no price
+    upstream_state.queue.append(Script(content="hello", usage=OPENAI_USAGE))
+    OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    totals = usage_of(gateway)["totals"]
+    assert totals["unpriced_requests"] == 1 and totals["input_tokens"] == 1000
+    assert 'lockgate_unpriced_requests_total{model="gpt-test-upstream"} 1.0' in httpx.get(
+        f"{gateway.url}/metrics").text
+
+
+# Anthropic: input 100 + cache read 300 + cache write 200; output 50.
+ANTHROPIC_USAGE = {"input_tokens": 100, "cache_read_input_tokens": 300, "cache_creation_input_tokens": 200,
+                   "output_tokens": 50}
+ANTHROPIC_COST = (100 * 3.0 + 300 * 0.3 + 200 * 3.75 + 50 * 15.0) / 1e6
+# Gemini: prompt 1000 of which 600 cached; 100 candidates + 50 thoughts.
+GEMINI_USAGE = {"promptTokenCount": 1000, "cachedContentTokenCount": 600, "candidatesTokenCount": 100,
+                "thoughtsTokenCount": 50, "totalTokenCount": 1150}
+GEMINI_COST = (400 * 0.3 + 600 * 0.03 + 150 * 2.5) / 1e6
+
+
+def script(kind: str, app: Any) -> None:
+    if kind == "anthropic":
+        app[anthropic_server.STATE].queue.append(anthropic_server.Script(message={
+            "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn", "usage": ANTHROPIC_USAGE}))
+    else:
+        app[gemini_server.STATE].queue.append(gemini_server.Script.reply({"text": "hi"}, usage=GEMINI_USAGE))
+
+
+@pytest.fixture(params=["anthropic", "gemini"])
+def translated(request: pytest.FixtureRequest, bg: BackgroundLoop,
+               gateway_factory: Callable[..., Gateway]) -> Iterator[tuple[str, Any, Gateway]]:
+    fake = make_fake(request.param)
+    server = bg.run(start_app(fake.app))
+    config = base_config("http://127.0.0.1:9", pricing={"models": PRICES})
+    config["providers"] = {"upstream": fake.provider_config(server.url)}
+    config["models"] = {"gpt-test": {"targets": [{"provider": "upstream", "model": fake.model}]}}
+    yield request.param, fake.app, gateway_factory(config)
+    bg.run(server.runner.cleanup())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_translated_provider_usage_is_metered_exactly(translated: tuple[str, Any, Gateway], stream: bool) -> None:
+    kind, app, gateway = translated
+    script(kind, app)
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    if stream:
+        chunks = list(api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}],
+                                                  stream=True, stream_options={"include_usage": True}))
+        usage = chunks[-1].usage
+    else:
+        usage = api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}]).usage
+    totals = usage_of(gateway)["totals"]
+    if kind == "anthropic":
+        assert usage.prompt_tokens == 600 and usage.prompt_tokens_details.cached_tokens == 300
+        assert (totals["input_tokens"], totals["cached_tokens"], totals["cache_write_tokens"],
+                totals["output_tokens"]) == (600, 300, 200, 50)
+        assert totals["cost_usd"] == pytest.approx(ANTHROPIC_COST, abs=1e-12)
+    else:
+        assert usage.prompt_tokens == 1000 and usage.completion_tokens == 150
+        assert (totals["input_tokens"], totals["cached_tokens"], totals["output_tokens"],
+                totals["reasoning_tokens"]) == (1000, 600, 150, 50)
+        assert totals["cost_usd"] == pytest.approx(GEMINI_COST, abs=1e-12)
+
+
+def test_usage_groups_by_agent_and_model(priced: Gateway, upstream_state: State) -> None:
+    api = OpenAI(base_url=priced.base_url, api_key=TENANT_KEY)
+    for agent in ("triage", "specialist", "specialist"):
+        upstream_state.queue.append(Script(content="hello", usage=OPENAI_USAGE))
+        api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}],
+                                    extra_headers={"X-Lockgate-Agent": agent})
+    groups = {group["key"]: group for group in usage_of(priced, by="agent")["groups"]}
+    assert groups["specialist"]["requests"] == 2 and groups["triage"]["requests"] == 1
+    assert groups["specialist"]["cost_usd"] == pytest.approx(2 * OPENAI_COST)
+    by_model = usage_of(priced, by="model")["groups"]
+    assert [group["key"] for group in by_model] == ["gpt-test-upstream"]
+    assert by_model[0]["latency_ms"]["p50"] is not None
+
+
+def test_usage_endpoints_are_isolated_by_tenant(priced: Gateway, upstream_state: State) -> None:
+    OpenAI(base_url=priced.base_url, api_key=TENANT_KEY).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    mine = usage_of(priced)
+    theirs = usage_of(priced, OTHER_TENANT_KEY)
+    assert mine["tenant"] == "acme" and mine["totals"]["requests"] == 1
+    assert theirs["tenant"] == "globex" and theirs["totals"]["requests"] == 0
+    # A tenant cannot ask for another tenant's usage: the query parameter is ignored on /v1/usage.
+    assert usage_of(priced, OTHER_TENANT_KEY, tenant="acme")["totals"]["requests"] == 0
+    admin = f"{priced.url}/admin/usage"
+    assert httpx.get(admin, headers={"Authorization": f"Bearer {TENANT_KEY}"}).status_code == 403
+    assert httpx.get(admin).status_code == 401
+    everyone = httpx.get(admin, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, params={"by": "tenant"}).json()
+    assert everyone["tenant"] is None and everyone["totals"]["requests"] == 1
+    acme = httpx.get(admin, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, params={"tenant": "acme"}).json()
+    assert acme["totals"]["requests"] == 1
+    bad = httpx.get(f"{priced.base_url}/usage", params={"since": "yesterday"},
+                    headers={"Authorization": f"Bearer {TENANT_KEY}"})
+    assert bad.status_code == 400 and "since" in bad.json()["error"]["message"]
+
+
+def test_usage_cli_prints_the_same_figures(priced: Gateway, upstream_state: State) -> None:
+    upstream_state.queue.append(Script(content="hello", usage=OPENAI_USAGE))
+    OpenAI(base_url=priced.base_url, api_key=TENANT_KEY).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    api_totals = usage_of(priced)["totals"]
+    result = subprocess.run([sys.executable, "-m", "gateway", "usage", "--config", str(priced.config_path),
+                             "--tenant", "acme", "--by", "model", "--json"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["totals"] == api_totals
+    table = subprocess.run([sys.executable, "-m", "gateway", "usage", "--config", str(priced.config_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert "gpt-test-upstream" in table.stdout or "TOTAL" in table.stdout
+    assert "0.0016" in table.stdout
