@@ -53,6 +53,10 @@ class Exchange:
     """The gateway asked the upstream for stream usage; the client did not."""
     stream_text_bytes: int = 0
     """Output text seen in a stream (UTF-8 bytes), for estimating when no usage arrives."""
+    reserved_tokens: int = 0
+    """Tokens counted against rate limits at admission (settled with the actual ones)."""
+    finalized: bool = False
+    """Usage and cost are final (see `Meter.finalize`)."""
     known_alias: str | None = None
     """The alias once it resolved to a configured route (safe as a metric label)."""
 

@@ -78,6 +78,16 @@ class Meter:
         except Exception:  # metering must never break a response
             log.exception("metering failed for %s", exchange.request_id)
 
+    def finalize(self, exchange: Exchange) -> tuple[Usage | None, float | None]:
+        """The request's usage (estimated if the upstream reported none) and its cost. Idempotent."""
+        if not exchange.finalized:
+            exchange.finalized = True
+            if exchange.usage is None and exchange.reached_upstream:
+                exchange.usage = self.estimate(exchange)
+            if exchange.usage is not None and exchange.model_name:
+                exchange.cost_usd = self.prices.cost(exchange.model_name, exchange.usage)
+        return exchange.usage, exchange.cost_usd
+
     def _record(self, exchange: Exchange) -> None:
         tenant = exchange.tenant.name if exchange.tenant is not None else UNKNOWN
         model = exchange.model_name or exchange.alias_label
@@ -94,16 +104,11 @@ class Meter:
             m.ttft(exchange.model_name, provider).observe(exchange.ttft_s)
         if exchange.tenant is None:
             return
-        usage = exchange.usage
-        if usage is None and exchange.reached_upstream:
-            usage = self.estimate(exchange)
-        cost = None
+        usage, cost = self.finalize(exchange)
         if usage is not None and exchange.model_name:
-            cost = self.prices.cost(exchange.model_name, usage)
             if cost is None:
                 self._unpriced(exchange.model_name)
             self._count_tokens(tenant, model, usage, cost)
-        exchange.cost_usd = cost
         self.ledger.append(self.row(exchange, usage, cost, elapsed, overhead))
 
     def _count_tokens(self, tenant: str, model: str, usage: Usage, cost: float | None) -> None:

@@ -43,7 +43,7 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         exchange.agent = agent_name(request.headers.get("X-Lockgate-Agent"), parsed.body)
         route = resolve_route(runtime, exchange)
         exchange.known_alias = route.alias
-        async with runtime.admission.admit(exchange):
+        async with runtime.admission.admit(exchange, route):
             adjust_request(exchange, parsed)
             reply = await runtime.router.call(route, lambda target: upstream_call(exchange, parsed, target),
                                               is_content_event(api), exchange.outcome,

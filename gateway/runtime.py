@@ -24,7 +24,7 @@ from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import Config, ProviderConfig, TenantConfig
 from gateway.exchange import Exchange
 from gateway.ledger import Ledger
-from gateway.limits import Admission
+from gateway.limits import Admission, Quotas, open_backend
 from gateway.metering import Meter, UsageWatch
 from gateway.metrics import Metrics
 from gateway.pricing import PriceTable
@@ -61,7 +61,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self.snapshot = self.build_snapshot(config)
         self.meter = Meter(self.metrics, self.snapshot.prices, self.ledger)
-        self.admission = Admission(self)
+        self.limit_backend = open_backend(config.storage.redis_url)
+        self.admission = Admission(self, Quotas(self.limit_backend, self.metrics))
         self.started_at = time.time()
         self.draining = False
 
@@ -155,6 +156,7 @@ class Runtime:
     async def start(self) -> None:
         await self.store.open()
         await self.refresh_keys()
+        await self.admission.quotas.seed(self.snapshot.config.tenants, self.store, time.time())
         self.ledger.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_keys_forever()))
 
@@ -164,6 +166,7 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.ledger.stop()
+        await self.limit_backend.close()
         for _, provider in self._providers.values():
             await provider.close()
         await self.store.close()

@@ -133,7 +133,7 @@ class Gateway:
 
 async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
     directory.mkdir(parents=True, exist_ok=True)
-    config.setdefault("storage", {"url": f"sqlite:///{directory / 'lockgate.db'}"})
+    config.setdefault("storage", {}).setdefault("url", f"sqlite:///{directory / 'lockgate.db'}")
     path = directory / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     loaded, problems = load_config(path)

@@ -126,6 +126,8 @@ class TenantConfig:
     policies: tuple[str, ...] = ()
     models: tuple[str, ...] | None = None
     """Aliases this tenant may use; None means all."""
+    model_limits: dict[str, LimitsConfig] = field(default_factory=dict)
+    """Per alias rate limits (`limits.models: {alias: {rpm, tpm}}`), on top of the tenant's."""
 
     def may_use(self, alias: str) -> bool:
         return self.models is None or alias in self.models

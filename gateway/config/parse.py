@@ -130,10 +130,12 @@ class _Builder(Reader):
         section = self.mapping(raw, "storage", "storage")
         self.check_keys(section, ("url", "redis_url"), "storage")
         url = self.get(section, "url", "storage.url", str, "sqlite:///lockgate.db")
+        url = self.secret(section, "url", "storage.url", url) or ""
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             self.problem(section, "url", "storage.url",
                          "must start with sqlite:/// (a file) or postgresql:// (a server)")
-        redis_url = self.get(section, "redis_url", "storage.redis_url", str, "") or None
+        redis_url = self.get(section, "redis_url", "storage.redis_url", str, "")
+        redis_url = (self.secret(section, "redis_url", "storage.redis_url", redis_url) if redis_url else None) or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             self.problem(section, "redis_url", "storage.redis_url", "must start with redis:// or rediss://")
         return StorageConfig(url=url, redis_url=redis_url)
@@ -300,7 +302,7 @@ class _Builder(Reader):
             budget_raw = self.mapping(spec, "budget", f"{path}.budget")
             self.check_keys(budget_raw, ("usd_per_day", "usd_per_month"), f"{path}.budget")
             limits_raw = self.mapping(spec, "limits", f"{path}.limits")
-            self.check_keys(limits_raw, ("rpm", "tpm", "max_concurrent"), f"{path}.limits")
+            self.check_keys(limits_raw, ("rpm", "tpm", "max_concurrent", "models"), f"{path}.limits")
             allowed_models = self.string_list(spec, "models", f"{path}.models")
             for alias in allowed_models or ():
                 if alias not in models:
@@ -319,7 +321,25 @@ class _Builder(Reader):
                 }),
                 policies=tuple(self.string_list(spec, "policies", f"{path}.policies") or ()),
                 models=tuple(allowed_models) if allowed_models is not None else None,
+                model_limits=self.model_limits(limits_raw, f"{path}.limits.models", models),
             )
+        return result
+
+    def model_limits(self, limits_raw: dict, path: str, models: dict[str, ModelConfig]
+                     ) -> dict[str, LimitsConfig]:
+        section = self.mapping(limits_raw, "models", path)
+        result = {}
+        for alias, spec in section.items():
+            where = f"{path}.{alias}"
+            if alias not in models:
+                self.problem(section, alias, where, f"unknown model alias '{alias}'")
+                continue
+            if not isinstance(spec, dict):
+                self.problem(section, alias, where, "must be {rpm: N, tpm: N}")
+                continue
+            self.check_keys(spec, ("rpm", "tpm"), where)
+            result[alias] = LimitsConfig(**{key: self.get(spec, key, f"{where}.{key}", int, 0, minimum=1) or None
+                                            for key in ("rpm", "tpm")})
         return result
 
     def tenant_keys(self, spec: dict, path: str) -> list[str]:

@@ -109,6 +109,13 @@ class SQLiteStore:
             db.execute("COMMIT")
         await self._run(insert)
 
+    async def spend_since(self, tenant: str, since: float) -> float:
+        def total(db: sqlite3.Connection) -> float:
+            row = db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM ledger WHERE tenant = ? AND ts >= ?",
+                             (tenant, since)).fetchone()
+            return float(row[0])
+        return await self._run(total)
+
     async def ledger_rows(self, query: LedgerQuery) -> list[dict[str, Any]]:
         def select(db: sqlite3.Connection) -> list[dict[str, Any]]:
             sql = "SELECT * FROM ledger WHERE ts >= ? AND ts < ?"

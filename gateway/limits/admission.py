@@ -1,0 +1,99 @@
+"""Admission: may this request go upstream now, and what does it take from the limits?
+
+In order: rate limits and budgets (reserved from an estimate, settled with the actual
+figures when the request ends), then the concurrency caps (tenant, then gateway). A
+refusal is a 429 with `Retry-After`; nothing is held for a refused request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from gateway.exchange import Exchange
+from gateway.limits.concurrency import ConcurrencyCap
+from gateway.limits.quota import DEFAULT_OUTPUT_ESTIMATE, Hold, Quotas, budget_limits
+from gateway.router import Route
+from gateway.tokens import estimate_request_tokens
+from gateway.usage import Usage
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+
+def output_cap(body: dict) -> int | None:
+    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class Admission:
+    def __init__(self, runtime: Runtime, quotas: Quotas) -> None:
+        self.runtime = runtime
+        self.quotas = quotas
+        self._global: ConcurrencyCap | None = None
+        self._tenants: dict[str, ConcurrencyCap] = {}
+
+    def _global_cap(self) -> ConcurrencyCap:
+        limit = self.runtime.snapshot.config.server.max_concurrent
+        if self._global is None or self._global.limit != limit:
+            self._global = ConcurrencyCap(limit, "the gateway")
+        return self._global
+
+    def _tenant_cap(self, tenant: str, limit: int) -> ConcurrencyCap:
+        cap = self._tenants.get(tenant)
+        if cap is None or cap.limit != limit:
+            cap = self._tenants[tenant] = ConcurrencyCap(limit, f"tenant '{tenant}'")
+        return cap
+
+    @asynccontextmanager
+    async def admit(self, exchange: Exchange, route: Route) -> AsyncIterator[None]:
+        tenant = exchange.tenant
+        assert tenant is not None
+        hold = await self._take_quotas(exchange, route)
+        queue_timeout = self.runtime.snapshot.config.server.queue_timeout_s
+        held: list[ConcurrencyCap] = []
+        try:
+            if tenant.limits.max_concurrent:
+                cap = self._tenant_cap(tenant.name, tenant.limits.max_concurrent)
+                await cap.acquire(queue_timeout)
+                held.append(cap)
+            cap = self._global_cap()
+            await cap.acquire(queue_timeout)
+            held.append(cap)
+            self.runtime.metrics.in_flight.inc()
+            try:
+                yield
+            finally:
+                self.runtime.metrics.in_flight.dec()
+        finally:
+            for cap in held:
+                cap.release()
+            if hold is not None:
+                await self._settle(exchange, hold)
+
+    async def _take_quotas(self, exchange: Exchange, route: Route) -> Hold | None:
+        tenant = exchange.tenant
+        assert tenant is not None and exchange.body is not None
+        limits = tenant.limits
+        if not (limits.rpm or limits.tpm or budget_limits(tenant) or tenant.model_limits):
+            return None
+        prompt = estimate_request_tokens(exchange.api, exchange.body)
+        cap = output_cap(exchange.body)
+        tokens = prompt + (cap or 0)
+        cost = 0.0
+        if budget_limits(tenant):
+            price = self.runtime.snapshot.prices.price(route.targets[0].model)
+            if price is not None:
+                cost = price.cost(Usage(input_tokens=prompt, output_tokens=cap or DEFAULT_OUTPUT_ESTIMATE))
+        exchange.reserved_tokens = tokens
+        return await self.quotas.take(tenant, route.alias, tokens, cost, time.time())
+
+    async def _settle(self, exchange: Exchange, hold: Hold) -> None:
+        usage, cost = self.runtime.meter.finalize(exchange)
+        tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
+        await self.quotas.settle(hold, tokens, cost or 0.0, time.time())

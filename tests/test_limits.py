@@ -1,0 +1,190 @@
+"""Budgets and rate limits that hold under concurrency, in memory and in a real Redis
+shared by two gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from tests.fakes.openai_server import Script, State
+from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config
+
+PRICE = {"gpt-test-upstream": {"input": 1.0, "output": 1.0}}  # $1 per million tokens
+OUTPUT = 10_000
+# Each call reserves (estimated prompt + 10,000) tokens and costs (10 + 10,000): about $0.01.
+BUDGET = 0.1005
+
+
+def budget_config(upstream: Server, **tenant: Any) -> dict[str, Any]:
+    config = base_config(upstream.url, pricing={"models": PRICE})
+    config["tenants"]["acme"].update(tenant)
+    return config
+
+
+def spend(gateway: Gateway) -> float:
+    return httpx.get(f"{gateway.base_url}/usage", headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                     params={"since": "1d"}).json()["totals"]["cost_usd"]
+
+
+async def burst(gateway: Gateway, count: int) -> list[Any]:
+    api = AsyncOpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0, timeout=60)
+
+    async def one() -> Any:
+        try:
+            return await api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT,
+                                                     messages=[{"role": "user", "content": "go"}])
+        except openai.APIStatusError as exc:
+            return exc
+
+    try:
+        return await asyncio.gather(*(one() for _ in range(count)))
+    finally:
+        await api.close()
+
+
+def queue_calls(state: State, count: int, delay_s: float = 0.3) -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": OUTPUT, "total_tokens": OUTPUT + 10}
+    state.queue += [Script(content="ok", usage=usage, delay_s=delay_s) for _ in range(count)]
+
+
+async def test_budget_holds_under_50_concurrent_requests(gateway_factory: Callable[..., Gateway],
+                                                         openai_upstream: Server, upstream_state: State) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream, budget={"usd_per_day": BUDGET}))
+    queue_calls(upstream_state, 50)
+    results = await burst(gateway, 50)
+    served = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(served) == 10 and len(refused) == 40
+    assert len(upstream_state.requests) == 10  # refused requests never reached the upstream
+    error = refused[0]
+    assert error.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert "daily budget" in error.message and "resets at" in error.message
+    assert 0 < int(error.response.headers["retry-after"]) <= 86400
+    assert spend(gateway) == pytest.approx(10 * 0.01001)
+    assert spend(gateway) <= BUDGET
+    ratio = [line for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
+             if line.startswith('lockgate_budget_used_ratio{period="day",tenant="acme"}')]
+    assert float(ratio[0].split()[-1]) == pytest.approx(0.1001 / BUDGET)
+
+
+def test_budget_survives_a_restart(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
+                                   upstream_state: State, bg: BackgroundLoop) -> None:
+    config = budget_config(openai_upstream, budget={"usd_per_month": 0.025})
+    first = gateway_factory(config, name="same")
+    queue_calls(upstream_state, 2, delay_s=0)
+    api = OpenAI(base_url=first.base_url, api_key=TENANT_KEY, max_retries=0)
+    for _ in range(2):
+        api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    bg.run(first.server.runner.cleanup())  # a graceful stop flushes the ledger
+    second = gateway_factory(config, name="same")
+    with pytest.raises(openai.RateLimitError) as raised:
+        OpenAI(base_url=second.base_url, api_key=TENANT_KEY, max_retries=0).chat.completions.create(
+            model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    assert raised.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert "monthly budget" in raised.value.message
+
+
+def test_requests_per_minute(gateway_factory: Callable[..., Gateway], openai_upstream: Server) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream, limits={"rpm": 3}))
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    for _ in range(3):
+        api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError) as raised:
+        api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert 15 <= int(raised.value.response.headers["retry-after"]) <= 21  # one request frees every 20 s
+
+
+def test_tokens_per_minute_settles_with_actual_usage(gateway_factory: Callable[..., Gateway],
+                                                     openai_upstream: Server, upstream_state: State) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream, limits={"tpm": 25_000}))
+    queue_calls(upstream_state, 3, delay_s=0)
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError) as raised:  # 20,020 used, 10,000 more asked for
+        api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    assert "tokens per minute" in raised.value.message
+
+
+def test_per_model_limit(gateway_factory: Callable[..., Gateway], openai_upstream: Server) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream, limits={"models": {"gpt-test": {"rpm": 1}}}))
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError):
+        api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    assert api.embeddings.create(model="embed-test", input="x").data  # other aliases are not limited
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return redis_url
+
+
+def two_gateways(gateway_factory: Callable[..., Gateway], upstream: Server, redis_url: str,
+                 **tenant: Any) -> tuple[Gateway, Gateway]:
+    def config() -> dict[str, Any]:
+        result = budget_config(upstream, **tenant)
+        result["storage"] = {"redis_url": redis_url}
+        return result
+    return gateway_factory(config(), name="one"), gateway_factory(config(), name="two")
+
+
+def test_redis_rate_limit_is_shared_by_two_gateways(gateway_factory: Callable[..., Gateway],
+                                                    openai_upstream: Server, redis_db: str) -> None:
+    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, limits={"rpm": 4})
+    outcomes = []
+    for gateway in (one, two, one, two, one, two):
+        response = httpx.post(f"{gateway.base_url}/chat/completions",
+                              headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                              json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+        outcomes.append(response.status_code)
+    assert outcomes == [200, 200, 200, 200, 429, 429]
+
+
+async def test_redis_budget_holds_across_two_gateways(gateway_factory: Callable[..., Gateway],
+                                                      openai_upstream: Server, upstream_state: State,
+                                                      redis_db: str) -> None:
+    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, budget={"usd_per_day": BUDGET})
+    queue_calls(upstream_state, 40)
+    results = await asyncio.gather(burst(one, 20), burst(two, 20))
+    served = [r for half in results for r in half if not isinstance(r, Exception)]
+    assert len(served) == 10
+    assert len(upstream_state.requests) == 10
