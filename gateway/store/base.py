@@ -69,6 +69,81 @@ class LedgerRow:
 
 
 @dataclass(slots=True)
+class ApprovalRecord:
+    """A held or deferred decision waiting for (or having had) a human."""
+
+    id: str
+    status: str
+    """pending, approved, denied or expired"""
+    tenant: str
+    agent: str | None
+    policy: str
+    rule: str
+    stage: str
+    """request or tool_call"""
+    mode: str
+    """hold or defer"""
+    tool_name: str | None
+    arguments: str | None
+    summary: str | None
+    digest: str
+    """What the approval is bound to: the canonical request, or the tool name and arguments."""
+    policy_version: str
+    request_id: str
+    on_timeout: str
+    created_at: float
+    expires_at: float
+    decided_at: float | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+    used_at: float | None = None
+
+    COLUMNS = ("id", "status", "tenant", "agent", "policy", "rule", "stage", "mode", "tool_name", "arguments",
+               "summary", "digest", "policy_version", "request_id", "on_timeout", "created_at", "expires_at",
+               "decided_at", "decided_by", "reason", "used_at")
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, column) for column in self.COLUMNS)
+
+    def public(self) -> dict[str, Any]:
+        """The admin API's view (the binding digest stays internal)."""
+        return {column: getattr(self, column) for column in self.COLUMNS if column != "digest"}
+
+
+@dataclass(slots=True)
+class AuditEvent:
+    ts: float
+    request_id: str
+    tenant: str | None
+    agent: str | None
+    kind: str
+    """decision, approval, review, reload"""
+    policy: str | None = None
+    rule: str | None = None
+    stage: str | None = None
+    action: str | None = None
+    shadow: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    COLUMNS = ("ts", "request_id", "tenant", "agent", "kind", "policy", "rule", "stage", "action", "shadow",
+               "detail")
+
+
+@dataclass(slots=True)
+class ReviewRecord:
+    ts: float
+    request_id: str
+    tenant: str
+    agent: str | None
+    policy: str
+    rule: str
+    request: str
+    response: str | None
+
+    COLUMNS = ("ts", "request_id", "tenant", "agent", "policy", "rule", "request", "response")
+
+
+@dataclass(slots=True)
 class LedgerQuery:
     tenant: str | None
     since: float
@@ -97,3 +172,32 @@ class Store(Protocol):
     async def spend_since(self, tenant: str, since: float) -> float:
         """The tenant's recorded cost since `since` (budgets restart from it)."""
         ...
+
+    # approvals
+    async def add_approval(self, record: ApprovalRecord) -> None: ...
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None: ...
+
+    async def list_approvals(self, status: str | None, tenant: str | None, limit: int) -> list[ApprovalRecord]: ...
+
+    async def decide_approval(self, approval_id: str, status: str, by: str, reason: str | None,
+                              now: float) -> ApprovalRecord | None:
+        """Pending -> `status`, atomically; None if it was not pending."""
+        ...
+
+    async def expire_approvals(self, now: float) -> list[ApprovalRecord]:
+        """Every pending approval past its expiry, now decided by its `on_timeout`."""
+        ...
+
+    async def use_approval(self, approval_id: str, now: float) -> bool:
+        """Mark an approved deferred approval as used; False if it was used already."""
+        ...
+
+    # audit and reviews
+    async def write_audit(self, events: list[AuditEvent]) -> None: ...
+
+    async def audit_events(self, since: float, request_id: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    async def add_review(self, review: ReviewRecord) -> None: ...
+
+    async def list_reviews(self, since: float, tenant: str | None, limit: int) -> list[dict[str, Any]]: ...

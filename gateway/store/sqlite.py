@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.store.base import KeyRecord, LedgerQuery, LedgerRow
+import orjson
+
+from gateway.store.base import ApprovalRecord, AuditEvent, KeyRecord, LedgerQuery, LedgerRow, ReviewRecord
 from gateway.store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -95,19 +97,9 @@ class SQLiteStore:
     async def write_ledger(self, rows: list[LedgerRow]) -> None:
         if not rows:
             return
-        sql = (f"INSERT INTO ledger ({', '.join(LedgerRow.COLUMNS)}) "
-               f"VALUES ({', '.join('?' for _ in LedgerRow.COLUMNS)})")
+        sql = _insert("ledger", LedgerRow.COLUMNS)
         values = [row.values() for row in rows]
-
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN")
-            try:
-                db.executemany(sql, values)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        await self._run(insert)
+        await self._run(lambda db: _in_transaction(db, lambda: db.executemany(sql, values)))
 
     async def spend_since(self, tenant: str, since: float) -> float:
         def total(db: sqlite3.Connection) -> float:
@@ -125,6 +117,118 @@ class SQLiteStore:
                 params.append(query.tenant)
             return [dict(row) for row in db.execute(sql + " ORDER BY ts", params)]
         return await self._run(select)
+
+
+    # -- approvals -----------------------------------------------------------------------
+
+    async def add_approval(self, record: ApprovalRecord) -> None:
+        sql = _insert("approvals", ApprovalRecord.COLUMNS)
+        await self._run(lambda db: db.execute(sql, record.values()))
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        def select(db: sqlite3.Connection) -> ApprovalRecord | None:
+            row = db.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+            return _approval(row) if row is not None else None
+        return await self._run(select)
+
+    async def list_approvals(self, status: str | None, tenant: str | None, limit: int) -> list[ApprovalRecord]:
+        def select(db: sqlite3.Connection) -> list[ApprovalRecord]:
+            sql, params = "SELECT * FROM approvals WHERE 1 = 1", []
+            if status is not None:
+                sql += " AND status = ?"
+                params.append(status)
+            if tenant is not None:
+                sql += " AND tenant = ?"
+                params.append(tenant)
+            rows = db.execute(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit]).fetchall()
+            return [_approval(row) for row in rows]
+        return await self._run(select)
+
+    async def decide_approval(self, approval_id: str, status: str, by: str, reason: str | None,
+                              now: float) -> ApprovalRecord | None:
+        def decide(db: sqlite3.Connection) -> ApprovalRecord | None:
+            changed = db.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, reason = ?, decided_at = ? "
+                "WHERE id = ? AND status = 'pending'", (status, by, reason, now, approval_id)).rowcount
+            if not changed:
+                return None
+            return _approval(db.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone())
+        return await self._run(decide)
+
+    async def expire_approvals(self, now: float) -> list[ApprovalRecord]:
+        def expire(db: sqlite3.Connection) -> list[ApprovalRecord]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute("SELECT * FROM approvals WHERE status = 'pending' AND expires_at <= ?",
+                                  (now,)).fetchall()
+                for row in rows:
+                    status = "approved" if row["on_timeout"] == "approve" else "expired"
+                    db.execute("UPDATE approvals SET status = ?, decided_by = 'timeout', decided_at = ? "
+                               "WHERE id = ?", (status, now, row["id"]))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return [_approval(db.execute("SELECT * FROM approvals WHERE id = ?", (row["id"],)).fetchone())
+                    for row in rows]
+        return await self._run(expire)
+
+    async def use_approval(self, approval_id: str, now: float) -> bool:
+        return await self._run(lambda db: db.execute(
+            "UPDATE approvals SET used_at = ? WHERE id = ? AND status = 'approved' AND used_at IS NULL",
+            (now, approval_id)).rowcount == 1)
+
+    # -- audit and reviews ---------------------------------------------------------------
+
+    async def write_audit(self, events: list[AuditEvent]) -> None:
+        if not events:
+            return
+        sql = _insert("audit", AuditEvent.COLUMNS)
+        values = [(e.ts, e.request_id, e.tenant, e.agent, e.kind, e.policy, e.rule, e.stage, e.action,
+                   int(e.shadow), orjson.dumps(e.detail).decode()) for e in events]
+        await self._run(lambda db: _in_transaction(db, lambda: db.executemany(sql, values)))
+
+    async def audit_events(self, since: float, request_id: str | None, limit: int) -> list[dict[str, Any]]:
+        def select(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            sql, params = "SELECT * FROM audit WHERE ts >= ?", [since]
+            if request_id is not None:
+                sql += " AND request_id = ?"
+                params.append(request_id)
+            rows = db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ?", [*params, limit]).fetchall()
+            return [{**dict(row), "shadow": bool(row["shadow"]), "detail": orjson.loads(row["detail"])}
+                    for row in rows]
+        return await self._run(select)
+
+    async def add_review(self, review: ReviewRecord) -> None:
+        sql = _insert("reviews", ReviewRecord.COLUMNS)
+        await self._run(lambda db: db.execute(sql, tuple(getattr(review, c) for c in ReviewRecord.COLUMNS)))
+
+    async def list_reviews(self, since: float, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        def select(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            sql, params = "SELECT * FROM reviews WHERE ts >= ?", [since]
+            if tenant is not None:
+                sql += " AND tenant = ?"
+                params.append(tenant)
+            return [dict(row) for row in db.execute(sql + " ORDER BY ts DESC LIMIT ?", [*params, limit])]
+        return await self._run(select)
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+def _in_transaction(db: sqlite3.Connection, work: Callable[[], Any]) -> None:
+    db.execute("BEGIN")
+    try:
+        work()
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _approval(row: sqlite3.Row) -> ApprovalRecord:
+    return ApprovalRecord(**{column: row[column] for column in ApprovalRecord.COLUMNS})
 
 
 def _key(row: sqlite3.Row) -> KeyRecord:
