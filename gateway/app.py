@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import errors
+from gateway import admin, errors
 from gateway.errors import GatewayError
 from gateway.exchange import REQUEST_ID, new_request_id
 from gateway.pipeline import handle_model_call
@@ -37,6 +37,8 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/usage", with_runtime(tenant_usage))
     app.router.add_get("/admin/usage", with_runtime(admin_usage))
+    for method, path, handler in admin.ROUTES:
+        app.router.add_route(method, path, with_runtime(handler))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gateway.batch import BatchWriter
 from gateway.events import checked_payload
 from gateway.exchange import Exchange
-from gateway.ledger import Ledger
 from gateway.metrics import UNKNOWN, Metrics
 from gateway.pricing import PriceTable
 from gateway.store import LedgerRow
@@ -62,7 +62,7 @@ class UsageWatch:
 
 
 class Meter:
-    def __init__(self, metrics: Metrics, prices: PriceTable, ledger: Ledger) -> None:
+    def __init__(self, metrics: Metrics, prices: PriceTable, ledger: BatchWriter[LedgerRow]) -> None:
         self.metrics = metrics
         self.prices = prices
         self.ledger = ledger

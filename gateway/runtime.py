@@ -19,18 +19,23 @@ from typing import Any
 from aiohttp import web
 
 from gateway import errors
+from gateway.approvals import Approvals
 from gateway.auth import KeyRing, digest, presented_key
+from gateway.batch import BatchWriter
+from gateway.bundle import Bundle, load_bundle
 from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import Config, ProviderConfig, TenantConfig
 from gateway.exchange import Exchange
-from gateway.ledger import Ledger
 from gateway.limits import Admission, Quotas, open_backend
 from gateway.metering import Meter, UsageWatch
 from gateway.metrics import Metrics
+from gateway.policy import PolicySet
 from gateway.pricing import PriceTable
+from gateway.reloader import watch
 from gateway.router import Route, Router, Target, target_timeouts
 from gateway.stages import StageChain
-from gateway.store import Store, open_store
+from gateway.store import AuditEvent, LedgerRow, Store, open_store
+from gateway.yamlsrc import Problem
 from providers.base import Provider
 from providers.registry import build_provider
 
@@ -41,42 +46,75 @@ MAX_REMEMBERED_MISSES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    version: str
+    problems: list[Problem]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "error", "version": self.version,
+                "errors": [{"file": p.file, "line": p.line, "rule": p.rule, "key": p.key, "message": p.message}
+                           for p in self.problems]}
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """Settings a running process cannot change (the socket, the storage)."""
+    changed = []
+    for name in ("host", "port"):
+        if getattr(old.server, name) != getattr(new.server, name):
+            changed.append(f"server.{name}")
+    if old.storage != new.storage:
+        changed.append("storage")
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     config: Config
     keyring: KeyRing
     routes: dict[str, Route]
     prices: PriceTable
+    policies: PolicySet
+
+    @property
+    def version(self) -> str:
+        return self.policies.version
 
 
 class Runtime:
-    def __init__(self, config: Config, *, metrics: Metrics | None = None, store: Store | None = None) -> None:
+    def __init__(self, bundle: Bundle, *, metrics: Metrics | None = None, store: Store | None = None) -> None:
+        config = bundle.config
         self.metrics = metrics or Metrics()
         self.store = store or open_store(config.storage.url)
         self.router = Router(self.metrics)
-        self.ledger = Ledger(self.store.write_ledger)
+        self.ledger: BatchWriter[LedgerRow] = BatchWriter(self.store.write_ledger, "ledger")
+        self.audit: BatchWriter[AuditEvent] = BatchWriter(self.store.write_audit, "audit")
+        self.approvals = Approvals(self.store, self.metrics)
         self._providers: dict[str, tuple[ProviderConfig, Provider]] = {}
         self._targets: dict[tuple[str, str], Target] = {}
         self._stored_keys: dict[str, str] = {}
         self._misses: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
-        self.snapshot = self.build_snapshot(config)
+        self.snapshot = self.build_snapshot(bundle)
         self.meter = Meter(self.metrics, self.snapshot.prices, self.ledger)
         self.limit_backend = open_backend(config.storage.redis_url)
         self.admission = Admission(self, Quotas(self.limit_backend, self.metrics))
         self.started_at = time.time()
+        self._reload_lock = asyncio.Lock()
         self.draining = False
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def build_snapshot(self, config: Config) -> Snapshot:
+    def build_snapshot(self, bundle: Bundle) -> Snapshot:
+        config = bundle.config
         providers = {name: self._provider(spec) for name, spec in config.providers.items()}
         routes = {alias: Route(alias=alias, targets=[self._target(model, target, providers[target.provider])
                                                       for target in model.targets],
                                retry=model.retry, strategy=model.strategy)
                   for alias, model in config.models.items()}
-        prices = PriceTable.load(config.pricing.models, config.pricing.file)
         keyring = KeyRing(config.tenants, config.admin_key_hashes, self._stored_keys)
-        return Snapshot(config=config, keyring=keyring, routes=routes, prices=prices)
+        return Snapshot(config=config, keyring=keyring, routes=routes, prices=bundle.prices,
+                        policies=bundle.policies)
 
     def _provider(self, spec: ProviderConfig) -> Provider:
         known = self._providers.get(spec.name)
@@ -103,6 +141,22 @@ class Runtime:
     def apply(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.meter.prices = snapshot.prices
+
+    async def reload(self) -> ReloadResult:
+        """Load and validate everything again; swap it in only if all of it is valid."""
+        async with self._reload_lock:
+            bundle, problems = await asyncio.to_thread(load_bundle, self.snapshot.config.path)
+            if bundle is None:
+                self.metrics.reload_failures.inc()
+                for problem in problems:
+                    log.error("reload refused, keeping version %s: %s", self.snapshot.version, problem)
+                return ReloadResult(False, self.snapshot.version, problems)
+            for setting in restart_only_changes(self.snapshot.config, bundle.config):
+                log.warning("%s changed: it takes effect after a restart", setting)
+            self.apply(self.build_snapshot(bundle))
+            await self.admission.quotas.seed(bundle.config.tenants, self.store, time.time())
+            log.info("reloaded: version %s", bundle.version)
+            return ReloadResult(True, bundle.version, [])
 
     def targets(self) -> Iterable[Target]:
         seen: set[int] = set()
@@ -158,14 +212,20 @@ class Runtime:
         await self.refresh_keys()
         await self.admission.quotas.seed(self.snapshot.config.tenants, self.store, time.time())
         self.ledger.start()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_keys_forever()))
+        self.audit.start()
+        await self.approvals.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._refresh_keys_forever(), name="lockgate-keys"))
+        self._tasks.append(loop.create_task(watch(self), name="lockgate-reload"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.approvals.stop()
         await self.ledger.stop()
+        await self.audit.stop()
         await self.limit_backend.close()
         for _, provider in self._providers.values():
             await provider.close()

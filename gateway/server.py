@@ -14,7 +14,7 @@ import sys
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import Config
+from gateway.bundle import Bundle
 from gateway.runtime import Runtime
 
 log = logging.getLogger("lockgate.server")
@@ -28,9 +28,10 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: Config, host: str, port: int, *, reuse_port: bool = False,
+async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = False,
                 ready: asyncio.Event | None = None, announce: bool = True) -> None:
-    runtime = Runtime(config)
+    config = bundle.config
+    runtime = Runtime(bundle)
     app = create_app(runtime)
     server = config.server
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=server.drain_timeout_s,
@@ -43,6 +44,14 @@ async def serve(config: Config, host: str, port: int, *, reuse_port: bool = Fals
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[object]] = set()
+
+    def reload_on_hup() -> None:
+        task = loop.create_task(runtime.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
     if announce:
         log.info("Lockgate listening on http://%s:%d", host, port)
     if ready is not None:
@@ -56,10 +65,10 @@ async def serve(config: Config, host: str, port: int, *, reuse_port: bool = Fals
         log.info("stopped")
 
 
-def run(config: Config, host: str, port: int, *, reuse_port: bool = False) -> int:
+def run(bundle: Bundle, host: str, port: int, *, reuse_port: bool = False) -> int:
     install_uvloop()
     try:
-        asyncio.run(serve(config, host, port, reuse_port=reuse_port))
+        asyncio.run(serve(bundle, host, port, reuse_port=reuse_port))
     except OSError as exc:
         print(f"lockgate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

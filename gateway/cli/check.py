@@ -1,10 +1,11 @@
-"""`lockgate check`: validate the config (and its policies); exit 1 on any problem."""
+"""`lockgate check`: validate the config, its policies and prices; exit 1 on any problem."""
 
 from __future__ import annotations
 
 import argparse
 
-from gateway.cli.common import add_config_argument, load, report
+from gateway.bundle import load_bundle
+from gateway.cli.common import add_config_argument, report
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -14,11 +15,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config, problems = load(args.config)
-    if config is None:
+    bundle, problems = load_bundle(args.config)
+    if bundle is None:
         report(problems)
         return 1
+    config = bundle.config
     where = args.config or "the bundled quickstart config"
     print(f"ok: {where}: {len(config.providers)} provider(s), {len(config.models)} model(s), "
-          f"{len(config.tenants)} tenant(s)")
+          f"{len(config.tenants)} tenant(s), {len(bundle.policies.names())} policies "
+          f"(version {bundle.version})")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gateway.bundle import Bundle, load_bundle
 from gateway.config import Config, load_config, quickstart_config
 from gateway.yamlsrc import Problem
 
@@ -29,6 +30,15 @@ def load_or_exit(path: Path | None) -> Config:
         report(problems)
         sys.exit(1)
     return config
+
+
+def load_bundle_or_exit(path: Path | None) -> Bundle:
+    """The config with its policies and prices: what `serve` runs on."""
+    bundle, problems = load_bundle(path)
+    if bundle is None:
+        report(problems)
+        sys.exit(1)
+    return bundle
 
 
 def report(problems: list[Problem]) -> None:

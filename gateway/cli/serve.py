@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from gateway.cli.common import add_config_argument, load_or_exit
+from gateway.cli.common import add_config_argument, load_bundle_or_exit
 from gateway.config import DEMO_ADMIN_KEY, DEMO_TENANT_KEY
 
 
@@ -21,7 +21,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = load_or_exit(args.config)
+    bundle = load_bundle_or_exit(args.config)
+    config = bundle.config
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     if config.quickstart:
@@ -34,4 +35,4 @@ def main(args: argparse.Namespace) -> int:
     print(f"Lockgate listening on http://{host}:{port}", flush=True)
     from gateway.server import run  # the server stack is only needed here
 
-    return run(config, host, port, reuse_port=args.workers > 1)
+    return run(bundle, host, port, reuse_port=args.workers > 1)

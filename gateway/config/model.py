@@ -137,6 +137,7 @@ class TenantConfig:
 class PricingConfig:
     file: Path | None = None
     models: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per-model overrides as written (validated by `gateway.pricing.PriceTable.load`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +152,5 @@ class Config:
     tenants: dict[str, TenantConfig]
     pricing: PricingConfig
     quickstart: bool = False
+    lines: dict[str, int] = field(default_factory=dict)
+    """Line numbers of some settings (by dotted path), for problems found after parsing."""

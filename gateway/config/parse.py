@@ -26,7 +26,7 @@ from gateway.config.model import (
     TenantConfig,
 )
 from gateway.config.reader import Reader
-from gateway.yamlsrc import Problem, YamlError, load_yaml
+from gateway.yamlsrc import Problem, YamlError, line_of, load_yaml
 
 TOP_KEYS = ("server", "storage", "admin_keys", "policies_dir", "providers", "models", "tenants",
             "pricing")
@@ -77,6 +77,7 @@ class _Builder(Reader):
     def __init__(self, file: str, environ: Any) -> None:
         super().__init__(file)
         self.environ = environ
+        self.lines: dict[str, int] = {}
 
     def build(self, raw: Any, path: Path | None, quickstart: bool) -> Config | None:
         if raw is None:
@@ -100,6 +101,7 @@ class _Builder(Reader):
             tenants=self.tenants(raw, models),
             pricing=self.pricing(raw, base_dir),
             quickstart=quickstart,
+            lines=self.lines,
         )
 
     # -- sections ------------------------------------------------------------------------
@@ -303,6 +305,7 @@ class _Builder(Reader):
             self.check_keys(budget_raw, ("usd_per_day", "usd_per_month"), f"{path}.budget")
             limits_raw = self.mapping(spec, "limits", f"{path}.limits")
             self.check_keys(limits_raw, ("rpm", "tpm", "max_concurrent", "models"), f"{path}.limits")
+            self.lines[f"{path}.policies"] = line_of(spec, "policies")
             allowed_models = self.string_list(spec, "models", f"{path}.models")
             for alias in allowed_models or ():
                 if alias not in models:
@@ -366,19 +369,8 @@ class _Builder(Reader):
         if file is not None and not file.is_file():
             self.problem(section, "file", "pricing.file", f"file {file} does not exist")
             file = None
-        models = self.mapping(section, "models", "pricing.models")
-        prices: dict[str, dict[str, float]] = {}
-        for model, spec in models.items():
-            where = f"pricing.models.{model}"
-            if not isinstance(spec, dict):
-                self.problem(models, model, where, "must be {input: USD, output: USD, cached_input: USD, "
-                                                   "cache_write: USD} per million tokens")
-                continue
-            self.check_keys(spec, ("input", "output", "cached_input", "cache_write"), where)
-            prices[str(model)] = {key: self.get(spec, key, f"{where}.{key}", float, 0.0, minimum=0,
-                                                required=key in ("input", "output"))
-                                  for key in ("input", "output", "cached_input", "cache_write") if key in spec
-                                  or key in ("input", "output")}
+        # Validated where prices are read (gateway.pricing), with the lines kept.
+        prices = self.mapping(section, "models", "pricing.models")
         return PricingConfig(file=file, models=prices)
 
     # -- helpers -------------------------------------------------------------------------

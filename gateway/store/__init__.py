@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.store.base import KeyRecord, LedgerQuery, LedgerRow, Store
+from gateway.store.base import ApprovalRecord, AuditEvent, KeyRecord, LedgerQuery, LedgerRow, ReviewRecord, Store
 from gateway.store.sqlite import SQLiteStore
 
-__all__ = ["KeyRecord", "LedgerQuery", "LedgerRow", "SQLiteStore", "Store", "open_store"]
+__all__ = ["ApprovalRecord", "AuditEvent", "KeyRecord", "LedgerQuery", "LedgerRow", "ReviewRecord", "SQLiteStore",
+           "Store", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -1,4 +1,4 @@
-"""The request ledger's write path: rows buffered in memory, written in batches.
+"""Buffered, batched writes to the store: the request ledger and the audit log.
 
 `append` is O(1) and never waits; a background task hands batches to the store (whose
 own thread does the disk work). If the store fails, rows stay buffered and are tried
@@ -10,29 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-from gateway.store import LedgerRow
-
-log = logging.getLogger("lockgate.ledger")
-
-Sink = Callable[[list[LedgerRow]], Awaitable[None]]
+log = logging.getLogger("lockgate.batch")
+Row = TypeVar("Row")
 
 
-class Ledger:
-    def __init__(self, write: Sink, *, interval_s: float = 0.2, batch_size: int = 2000,
-                 max_buffered: int = 1_000_000) -> None:
+class BatchWriter(Generic[Row]):
+    def __init__(self, write: Callable[[list[Row]], Awaitable[None]], name: str, *, interval_s: float = 0.2,
+                 batch_size: int = 2000, max_buffered: int = 1_000_000) -> None:
+        self.name = name
         self._write = write
         self._interval = interval_s
         self._batch_size = batch_size
         self._max_buffered = max_buffered
-        self._rows: list[LedgerRow] = []
+        self._rows: list[Row] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self.listeners: list[Callable[[list[LedgerRow]], None]] = []
+        self.listeners: list[Callable[[list[Row]], None]] = []
         self.dropped = 0
 
-    def append(self, row: LedgerRow) -> None:
+    def append(self, row: Row) -> None:
         self._rows.append(row)
         if len(self._rows) >= self._batch_size:
             self._wake.set()
@@ -43,7 +42,7 @@ class Ledger:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="lockgate-ledger")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lockgate-{self.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -79,7 +78,7 @@ class Ledger:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("ledger write failed; %d rows kept for the next try", len(self._rows))
+                log.exception("%s write failed; %d rows kept for the next try", self.name, len(self._rows))
                 self._shed()
                 await asyncio.sleep(1.0)
 
@@ -89,4 +88,4 @@ class Ledger:
         if excess > 0:
             del self._rows[:excess]
             self.dropped += excess
-            log.error("ledger buffer full: dropped %d rows", excess)
+            log.error("%s buffer full: dropped %d rows", self.name, excess)
