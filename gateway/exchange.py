@@ -57,6 +57,8 @@ class Exchange:
     """Tokens counted against rate limits at admission (settled with the actual ones)."""
     finalized: bool = False
     """Usage and cost are final (see `Meter.finalize`)."""
+    answer: Any = None
+    """The JSON answer as sent (kept for review records)."""
     known_alias: str | None = None
     """The alias once it resolved to a configured route (safe as a metric label)."""
 

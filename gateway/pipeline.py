@@ -3,11 +3,11 @@
     authenticate   virtual key -> tenant                                (auth.py)
     parse          body read once, size/depth/type checks               (validation.py)
     resolve        alias -> route, tenant may use it                    (router.py)
-    admit          rate limit, budget reservation, concurrency          (limits.py)
-    policy         request stage: tools, guardrails, approvals          (policy/)
+    policy         request stage: tools, guardrails, approvals          (enforcement.py, policy/)
+    admit          rate limit, budget reservation, concurrency          (limits/)
     route          attempts with retry, failover, circuit breaker       (router.py)
-    respond        JSON, or the stream relayed event by event, with
-                   the response-stage policy applied on the way         (relay.py)
+    respond        JSON gated whole, or the stream relayed event by event
+                   through the tool-call gate (text is never held)      (relay.py, enforcement.py)
     meter          usage -> cost -> ledger + metrics, for every request (metering.py)
 
 Each stage raises `GatewayError` to stop the request; the client gets the envelope.
@@ -20,6 +20,7 @@ import logging
 from aiohttp import web
 
 from gateway import errors
+from gateway.enforcement import Enforcer
 from gateway.errors import GatewayError
 from gateway.events import is_content_event
 from gateway.exchange import REQUEST_ID, Exchange, new_request_id
@@ -35,6 +36,7 @@ log = logging.getLogger("lockgate.pipeline")
 async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) -> web.StreamResponse:
     exchange = Exchange(request_id=request.get(REQUEST_ID) or new_request_id(), api=api)
     snapshot = runtime.snapshot
+    enforcer: Enforcer | None = None
     try:
         exchange.tenant = await runtime.authenticate(request)
         parsed = parse_request(api, await read_body(request, snapshot.config.server.max_body_bytes),
@@ -43,18 +45,25 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         exchange.agent = agent_name(request.headers.get("X-Lockgate-Agent"), parsed.body)
         route = resolve_route(runtime, exchange)
         exchange.known_alias = route.alias
+        enforcer = Enforcer(runtime, exchange, request.headers)
+        changed = await enforcer.check_request()
+        if changed is not None:
+            parsed.body, parsed.raw = changed, b""
         async with runtime.admission.admit(exchange, route):
             adjust_request(exchange, parsed)
             reply = await runtime.router.call(route, lambda target: upstream_call(exchange, parsed, target),
                                               is_content_event(api), exchange.outcome,
                                               snapshot.config.server.queue_timeout_s)
             exchange.reached_upstream = True
+            enforcer.on_target(exchange.provider_name, exchange.model_name)
             if reply.is_stream:
-                return await relay_stream(runtime, request, exchange, reply)
-            return respond_json(runtime, exchange, reply)
+                return await relay_stream(runtime, request, exchange, reply, enforcer.stream_stage())
+            return await respond_json(runtime, exchange, reply, enforcer)
     except GatewayError as exc:
         return error_response(exchange, exc)
     finally:
+        if enforcer is not None:
+            enforcer.close(exchange.answer)
         runtime.meter.record(exchange)
 
 
@@ -106,9 +115,17 @@ def upstream_call(exchange: Exchange, parsed: ParsedRequest, target: Target) -> 
                         timeouts=target.timeouts, raw=raw)
 
 
-def respond_json(runtime: Runtime, exchange: Exchange, reply: UpstreamReply) -> web.Response:
+async def respond_json(runtime: Runtime, exchange: Exchange, reply: UpstreamReply, enforcer: Enforcer
+                       ) -> web.Response:
     payload = reply.json()
     runtime.meter.capture_json(exchange, payload)
+    try:
+        changed = await enforcer.gate_json(payload)
+    finally:
+        await reply.close()
+    if changed is not None:
+        reply.set_json(changed)
+    exchange.answer = changed if changed is not None else payload
     return web.Response(body=reply.body_bytes(), content_type="application/json", headers=exchange.headers())
 
 

@@ -2,30 +2,39 @@
 
 An event that nothing changed goes out as the exact bytes the upstream sent. Between
 the upstream and the client sit the stream stages: the usage watch (metering) and the
-policy gate (tool calls, redaction). An upstream failure after the stream started ends
-it with one final `data: {"error": ...}` event, never a silent cut.
+policy gate (tool calls, redaction). A tool call held for approval keeps the stream
+alive with SSE comments. An upstream failure after the stream started ends it with one
+final `data: {"error": ...}` event, never a silent cut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from gateway import errors
+from gateway.enforcement import PendingHold, PolicyStage
 from gateway.errors import GatewayError
 from gateway.events import checked_payload, is_terminal
 from gateway.exchange import Exchange
+from gateway.metering import UsageWatch
+from gateway.stages import StageChain
 from providers.base import UpstreamError, UpstreamReply
+from providers.sse import COMMENT
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
+KEEPALIVE_S = 10.0
+T = TypeVar("T")
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 CLIENT_CLOSED = 499
+
 
 def error_event(exc: GatewayError) -> bytes:
     return b"data: " + exc.body() + b"\n\n"
@@ -37,10 +46,10 @@ def mid_stream_error(exc: UpstreamError) -> GatewayError:
     return errors.upstream_error(f"The upstream stream failed: {exc.message}")
 
 
-async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchange,
-                       reply: UpstreamReply) -> web.StreamResponse:
+async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchange, reply: UpstreamReply,
+                       policy: PolicyStage | None) -> web.StreamResponse:
     assert reply.events is not None
-    stages = runtime.stream_stages(exchange)
+    stages = StageChain([UsageWatch(exchange), *([policy] if policy is not None else [])])
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers()})
     events = reply.events
     clock = time.perf_counter
@@ -60,10 +69,8 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
             if is_terminal(exchange.api, event, checked_payload(event)):
                 # Stages flush what they hold before the event that ends the stream.
                 complete = True
-                for out in stages.finish():
-                    await response.write(out.encode())
-            for out in stages.feed(event):
-                await response.write(out.encode())
+                await _write(response, stages.finish())
+            await _write(response, stages.feed(event))
         if not complete:
             raise UpstreamError("the upstream ended the stream before it was complete", kind="reset")
     except UpstreamError as exc:
@@ -81,3 +88,25 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         await reply.close()
     await response.write_eof()
     return response
+
+
+async def _write(response: web.StreamResponse, items: list[Any]) -> None:
+    for item in items:
+        if isinstance(item, PendingHold):
+            # A tool call waits for a human: keep the stream alive until it is decided.
+            await _write(response, await _keeping_alive(response, item.resolve()))
+        else:
+            await response.write(item.encode())
+
+
+async def _keeping_alive(response: web.StreamResponse, work: Awaitable[T]) -> T:
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
+            if done:
+                return task.result()
+            await response.write(COMMENT)
+    finally:
+        if not task.done():
+            task.cancel()

@@ -25,15 +25,13 @@ from gateway.batch import BatchWriter
 from gateway.bundle import Bundle, load_bundle
 from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import Config, ProviderConfig, TenantConfig
-from gateway.exchange import Exchange
 from gateway.limits import Admission, Quotas, open_backend
-from gateway.metering import Meter, UsageWatch
+from gateway.metering import Meter
 from gateway.metrics import Metrics
 from gateway.policy import PolicySet
 from gateway.pricing import PriceTable
 from gateway.reloader import watch
 from gateway.router import Route, Router, Target, target_timeouts
-from gateway.stages import StageChain
 from gateway.store import AuditEvent, LedgerRow, Store, open_store
 from gateway.yamlsrc import Problem
 from providers.base import Provider
@@ -101,6 +99,7 @@ class Runtime:
         self.admission = Admission(self, Quotas(self.limit_backend, self.metrics))
         self.started_at = time.time()
         self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
         self.draining = False
 
     # -- snapshots -----------------------------------------------------------------------
@@ -202,8 +201,16 @@ class Runtime:
             raise errors.admin_only()
         raise errors.invalid_api_key("This endpoint needs an admin key: send 'Authorization: Bearer <admin key>'.")
 
-    def stream_stages(self, exchange: Exchange) -> StageChain:
-        return StageChain([UsageWatch(exchange)])
+    def background(self, coroutine: Any) -> None:
+        """Run work that must not delay the request (reviews, notifications); errors are logged."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed: %r", task.exception())
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -223,6 +230,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.approvals.stop()
         await self.ledger.stop()
         await self.audit.stop()

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import check, keys, serve, usage
+from gateway.cli import approvals, check, keys, policy, serve, usage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.register(commands)
     keys.register(commands)
     usage.register(commands)
+    policy.register(commands)
+    approvals.register(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The storage schema, as ordered migrations (each applied once, in a transaction)."""
+"""The storage schema, as ordered migrations (each applied once, in a transaction), per backend."""
 
 from __future__ import annotations
 
@@ -86,6 +86,105 @@ SQLITE_MIGRATIONS: list[list[str]] = [
         """CREATE TABLE reviews (
             id INTEGER PRIMARY KEY,
             ts REAL NOT NULL,
+            request_id TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            agent TEXT,
+            policy TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            request TEXT NOT NULL,
+            response TEXT
+        )""",
+        "CREATE INDEX reviews_ts ON reviews (ts)",
+    ],
+]
+
+# The same tables, columns and indexes in PostgreSQL's dialect, version for version, so a row
+# reads back as the same dict from either backend. Times are unix seconds (DOUBLE PRECISION,
+# exact for any float the gateway writes), token counts BIGINT, flags BOOLEAN, audit detail JSONB.
+POSTGRES_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE api_keys (
+            key_hash TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE ledger (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
+            request_id TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            agent TEXT,
+            alias TEXT,
+            provider TEXT,
+            model TEXT,
+            api TEXT NOT NULL,
+            stream BOOLEAN NOT NULL,
+            status INTEGER NOT NULL,
+            error_type TEXT,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            cached_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+            reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+            cost_usd DOUBLE PRECISION,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            ttft_ms DOUBLE PRECISION,
+            upstream_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+            overhead_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            decisions TEXT NOT NULL DEFAULT '',
+            estimated BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+        "CREATE INDEX ledger_tenant_ts ON ledger (tenant, ts)",
+        "CREATE INDEX ledger_ts ON ledger (ts)",
+    ],
+    [
+        """CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            agent TEXT,
+            policy TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            tool_name TEXT,
+            arguments TEXT,
+            summary TEXT,
+            digest TEXT NOT NULL,
+            policy_version TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            on_timeout TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            decided_at DOUBLE PRECISION,
+            decided_by TEXT,
+            reason TEXT,
+            used_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX approvals_status ON approvals (status, expires_at)",
+        "CREATE INDEX approvals_tenant ON approvals (tenant, created_at)",
+        """CREATE TABLE audit (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
+            request_id TEXT NOT NULL,
+            tenant TEXT,
+            agent TEXT,
+            kind TEXT NOT NULL,
+            policy TEXT,
+            rule TEXT,
+            stage TEXT,
+            action TEXT,
+            shadow BOOLEAN NOT NULL DEFAULT FALSE,
+            detail JSONB NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX audit_ts ON audit (ts)",
+        "CREATE INDEX audit_request ON audit (request_id)",
+        """CREATE TABLE reviews (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
             request_id TEXT NOT NULL,
             tenant TEXT NOT NULL,
             agent TEXT,

@@ -1,0 +1,109 @@
+"""Reading and writing `chat.completion.chunk` dicts for the chat stream gate.
+
+Pure helpers: what a tool-call delta carries, whether a chunk holds one call delta and
+nothing else, chunks the gate writes itself, a call moved to another index, and the
+rule that each choice's `role` is sent once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.policy.gating import Emit, GateItem
+
+LEGACY = "function_call"
+
+
+def fragments(entry: dict, source: str) -> tuple[str, str]:
+    """(name fragment, arguments fragment) of a tool-call delta (function or custom)."""
+    spec = entry if source == LEGACY else entry.get("function") or entry.get("custom") or {}
+    if not isinstance(spec, dict):
+        return "", ""
+    name = spec.get("name")
+    arguments = spec.get("arguments", spec.get("input"))
+    return (name if isinstance(name, str) else "", arguments if isinstance(arguments, str) else "")
+
+
+def meaningful(choice: dict) -> bool:
+    """Whether a choice in a chunk still says anything (a value or a finish_reason)."""
+    delta = choice.get("delta") or {}
+    return choice.get("finish_reason") is not None or any(v not in (None, "", []) for v in delta.values())
+
+
+def single_call_chunk(chunk: dict) -> bool:
+    """Whether the chunk carries one tool-call delta and nothing else worth sending alone."""
+    choices = chunk["choices"]
+    if len(choices) != 1 or chunk.get("usage") or not isinstance(choices[0], dict):
+        return False
+    data = choices[0]
+    delta = data.get("delta")
+    if data.get("finish_reason") is not None or data.get("logprobs") or not isinstance(delta, dict):
+        return False
+    calls = delta.get("tool_calls")
+    count = (len(calls) if isinstance(calls, list) else 0) + (delta.get(LEGACY) is not None)
+    others = [key for key, value in delta.items()
+              if key not in ("role", "tool_calls", LEGACY) and value not in (None, "", [])]
+    return count == 1 and not others
+
+
+def synthetic(envelope: dict, choice: int, delta: dict) -> dict:
+    """A chunk the gate writes: the stream's id, model, ... around one choice's delta."""
+    return {**envelope, "choices": [{"index": choice, "delta": delta, "finish_reason": None, "logprobs": None}]}
+
+
+def with_index(entry: dict, index: int | None) -> dict:
+    """A tool-call delta moved to `index` (the same object when nothing moves)."""
+    if index is None or entry.get("index", index) == index:
+        return entry
+    return {**entry, "index": index}
+
+
+def reindexed(item: Emit, choice: int, upstream: int, client: int) -> Emit:
+    """A held chunk of a released call, with the call's index as the client sees it."""
+    if client == upstream:
+        return item
+    choices = [
+        {**data, "delta": {**data["delta"], "tool_calls": [
+            with_index(entry, client) if entry.get("index") == upstream else entry
+            for entry in data["delta"]["tool_calls"]]}}
+        if data.get("index", 0) == choice else data
+        for data in item.payload["choices"]
+    ]
+    return Emit({**item.payload, "choices": choices}, False)
+
+
+class RoleOnce:
+    """Sends each choice's `role` once. Clients concatenate repeated string fields, so a
+    second role (on a stand-in text, or on a chunk that followed a blocked call's held
+    first delta) would read "assistantassistant"."""
+
+    def __init__(self) -> None:
+        self._sent: set[Any] = set()
+
+    def __call__(self, items: list[GateItem]) -> list[GateItem]:
+        result: list[GateItem] = []
+        for item in items:
+            if isinstance(item, Emit):
+                item = self._strip(item)
+                if item is None:
+                    continue
+            result.append(item)
+        return result
+
+    def _strip(self, item: Emit) -> Emit | None:
+        choices = item.payload.get("choices") if isinstance(item.payload, dict) else None
+        changed = []
+        for data in choices or ():
+            delta = data.get("delta") if isinstance(data, dict) else None
+            if not isinstance(delta, dict) or not delta.get("role"):
+                changed.append(data)
+            elif data.get("index", 0) not in self._sent:
+                self._sent.add(data.get("index", 0))
+                changed.append(data)
+            else:
+                changed.append({**data, "delta": {k: v for k, v in delta.items() if k != "role"}})
+        if not choices or all(new is old for new, old in zip(changed, choices, strict=True)):
+            return item
+        if not (any(meaningful(data) for data in changed) or item.payload.get("usage")):
+            return None
+        return Emit({**item.payload, "choices": changed}, False)

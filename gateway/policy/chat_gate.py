@@ -1,0 +1,359 @@
+"""The Chat Completions stream gate: `chat.completion.chunk` dicts in, `GateItem`s out.
+
+Text deltas go out in the same `feed` call (a response-stage redaction rule may keep
+a short tail back). A tool call's own deltas are held only until the rules can judge
+it: its name is treated as known once its arguments start (so a name split across
+deltas is judged whole), and when a rule reads arguments, until they are complete
+(the next call starts, the choice finishes, or the stream ends). An allowed call is
+then released as it came: the same chunk objects when a chunk held nothing else,
+otherwise one chunk per held delta; only its `index` changes when an earlier call
+was removed, because clients keep tool calls in a list by index. A blocked call never
+reaches the client: it is replaced by a text delta naming the rule, or ends the
+stream (`on_violation: error`).
+A call that changes after it was checked, a delta without a valid index, or an index
+that goes back to a new call fails the stream closed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.policy.chat_chunks import (
+    LEGACY,
+    RoleOnce,
+    fragments,
+    meaningful,
+    reindexed,
+    single_call_chunk,
+    synthetic,
+    with_index,
+)
+from gateway.policy.engine import TenantPolicies
+from gateway.policy.facts import RequestFacts
+from gateway.policy.gating import (
+    Emit,
+    Fail,
+    GateItem,
+    Hold,
+    blocked_text,
+    denial_failure,
+    denied_text,
+    failure,
+    separated,
+)
+from gateway.policy.model import Decision
+from gateway.policy.redact import TextFilter
+from gateway.policy.streamcalls import CallChecker, Step, StreamCall
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Choice:
+    index: int
+    text: TextFilter | None
+    wrote_text: bool = False
+    released: int = 0
+    blocked: int = 0
+    last_call: int = -1
+    finished: bool = False
+    # upstream tool-call index -> the index the client sees. Clients keep tool calls
+    # in a list by index, so the calls after a removed one move up to close the gap.
+    client_index: dict[int, int] = field(default_factory=dict)
+
+
+class ChatStreamGate:
+    """Gates one streamed chat completion (see the module docstring)."""
+
+    def __init__(self, policies: TenantPolicies, facts: RequestFacts) -> None:
+        self._call_decisions: list[Decision] = []
+        self._policies = policies
+        self._facts = facts
+        self._checker = CallChecker(policies, facts, self._call_decisions)
+        self._gate_tools = policies.has_tool_rules
+        self._filter_text = policies.has_response_rules
+        self._choices: dict[int, _Choice] = {}
+        self._calls: dict[tuple[int, int | str], StreamCall] = {}
+        self._backlog: deque[Any] = deque()
+        self._holding: tuple[_Choice, StreamCall] | None = None
+        self._failed = False
+        self._envelope: dict[str, Any] = {}
+        self._roles = RoleOnce()
+
+    # -- the driver's API ---------------------------------------------------------
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """Every decision so far: tool calls first, then response text, per choice."""
+        text = [d for choice in self._choices.values() if choice.text for d in choice.text.decisions]
+        return [*self._call_decisions, *text]
+
+    def feed(self, chunk: dict) -> list[GateItem]:
+        if self._failed:
+            return []
+        self._backlog.append(chunk)
+        return self._drain()
+
+    def finish(self) -> list[GateItem]:
+        """The stream ended: settle held calls (failing closed) and flush held text."""
+        if self._failed:
+            return []
+        self._backlog.append(_END)
+        return self._drain()
+
+    def resolve(self, call_key: int | str, approved: bool, reason: str | None = None) -> list[GateItem]:
+        if self._holding is None or self._holding[1].key != call_key:
+            raise ValueError(f"no tool call {call_key!r} is waiting for approval")
+        choice, call = self._holding
+        self._holding = None
+        out = self._apply(self._checker.resolve(call, approved), choice, call, denied=not approved,
+                          reason=reason)
+        return self._roles(out) + self._drain()
+
+    # -- processing ---------------------------------------------------------------
+
+    def _drain(self) -> list[GateItem]:
+        out: list[GateItem] = []
+        while self._backlog and self._holding is None and not self._failed:
+            item = self._backlog[0]
+            out.extend(self._finish_all() if item is _END else self._chunk(item))
+            if self._holding is None:
+                self._backlog.popleft()
+        if self._failed:
+            self._backlog.clear()
+        return self._roles(out)
+
+    def _chunk(self, chunk: dict) -> list[GateItem]:
+        choices = chunk.get("choices")
+        if not (self._gate_tools or self._filter_text) or not isinstance(choices, list) or not choices:
+            return [Emit(chunk, True)]
+        if not all(isinstance(data, dict) for data in choices):
+            return self._malformed("a choice is not an object")
+        self._envelope = {key: value for key, value in chunk.items() if key not in ("choices", "usage")}
+        out = self._settle_for(choices)
+        if self._holding is not None or self._failed:
+            return out
+        whole = self._gate_tools and single_call_chunk(chunk)
+        consumed = False
+        new_choices = []
+        changed = False
+        for data in choices:
+            choice = self._choice(data.get("index", 0))
+            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+            new_delta = dict(delta)
+            if self._gate_tools:
+                kept, held = self._tool_deltas(choice, delta, chunk if whole else None, out)
+                if self._failed:
+                    return out
+                consumed = consumed or (whole and held)
+                for key in ("tool_calls", LEGACY):
+                    if key in kept:
+                        new_delta[key] = kept[key]
+                    else:
+                        new_delta.pop(key, None)
+            new_data = self._text(choice, data, new_delta)
+            if self._failed:
+                return [*out, *self._failure(choice)]
+            changed = changed or new_data is not data or new_delta != delta
+            new_choices.append(new_data)
+        if consumed:
+            return out
+        if not changed:
+            return [*out, Emit(chunk, True)]
+        rest = {**chunk, "choices": new_choices}
+        if any(meaningful(c) for c in new_choices) or chunk.get("usage"):
+            out.append(Emit(rest, False))
+        return out
+
+    def _settle_for(self, choices: list) -> list[GateItem]:
+        """Settle the calls this chunk completes (a later call starts, or the choice finishes)."""
+        out: list[GateItem] = []
+        if not self._gate_tools:
+            return out
+        for data in choices:
+            choice = self._choice(data.get("index", 0))
+            deltas = (data.get("delta") or {}).get("tool_calls") if isinstance(data.get("delta"), dict) else None
+            starts = [d.get("index") for d in deltas or () if isinstance(d, dict)
+                      and (choice.index, d.get("index")) not in self._calls]
+            finishing = data.get("finish_reason") is not None
+            for (index, key), call in list(self._calls.items()):
+                if index != choice.index or call.settled:
+                    continue
+                completes = finishing or (isinstance(key, int) and any(
+                    isinstance(start, int) and start > key for start in starts))
+                if completes:
+                    out.extend(self._apply(self._checker.check(call, complete=True), choice, call))
+                    if self._holding is not None or self._failed:
+                        return out
+        return out
+
+    def _tool_deltas(self, choice: _Choice, delta: dict, whole: dict | None,
+                     out: list[GateItem]) -> tuple[dict[str, Any], bool]:
+        """Route this choice's tool-call deltas; returns (what stays in the chunk, held any)."""
+        kept: dict[str, Any] = {}
+        held = False
+        entries = delta.get("tool_calls")
+        if entries is not None and not isinstance(entries, list):
+            out.extend(self._malformed("'tool_calls' is not a list"))
+            return kept, held
+        pieces = [(entry, "tool_calls") for entry in entries or ()]
+        if delta.get(LEGACY) is not None:
+            pieces.append((delta[LEGACY], LEGACY))
+        for entry, source in pieces:
+            call = self._call_for(choice, entry, source, out)
+            if call is None:
+                return kept, held
+            name, arguments = fragments(entry, source)
+            why = self._checker.tampered(call, name, arguments)
+            if why is not None:
+                out.extend(self._malformed(why, call))
+                return kept, held
+            if call.state == "released":
+                kept.setdefault(source, []).append(with_index(entry, choice.client_index.get(call.index)))
+                continue
+            if call.state == "blocked":
+                continue
+            held = True
+            call.name_parts.append(name)
+            call.argument_parts.append(arguments)
+            if source == "tool_calls" and isinstance(entry.get("type"), str) and entry["type"] == "custom":
+                call.is_json = False
+            call.held.append(Emit(whole, True) if whole is not None else self._piece(choice, entry, source))
+            if arguments and call.state == "pending":
+                out.extend(self._apply(self._checker.check(call, complete=False), choice, call))
+        if LEGACY in kept:
+            kept[LEGACY] = kept[LEGACY][0]
+        return kept, held
+
+    def _call_for(self, choice: _Choice, entry: Any, source: str, out: list[GateItem]) -> StreamCall | None:
+        if not isinstance(entry, dict):
+            out.extend(self._malformed("a tool call delta is not an object"))
+            return None
+        if source == LEGACY:
+            key: int | str = LEGACY
+        else:
+            key = entry.get("index")
+            if not isinstance(key, int) or isinstance(key, bool) or key < 0:
+                out.extend(self._malformed("a tool call delta has no valid 'index'"))
+                return None
+        call = self._calls.get((choice.index, key))
+        if call is None:
+            if isinstance(key, int):
+                if key <= choice.last_call:
+                    out.extend(self._malformed(f"tool call index {key} arrived after index {choice.last_call}"))
+                    return None
+                choice.last_call = key
+            driver_key = key if choice.index == 0 else f"{choice.index}:{key}"
+            call = StreamCall(driver_key, index=key if isinstance(key, int) else -1)
+            self._calls[(choice.index, key)] = call
+        return call
+
+    def _text(self, choice: _Choice, data: dict, delta: dict) -> dict:
+        """Pass the choice's text through the response filter; rewrite finish_reason."""
+        finish = data.get("finish_reason")
+        if delta.get("content"):
+            choice.wrote_text = True
+        if choice.text is not None:
+            content = delta.get("content")
+            text = choice.text.feed(content) if isinstance(content, str) else ""
+            if finish is not None and not choice.finished:
+                choice.finished = True
+                text += choice.text.flush()
+                choice.text.close()
+            if choice.text.failure is not None:
+                self._failed = True
+                return data
+            if isinstance(content, str) or text:
+                delta["content"] = text
+        if finish in ("tool_calls", LEGACY) and choice.blocked and not choice.released:
+            finish = "stop"
+        if delta == data.get("delta") and finish == data.get("finish_reason"):
+            return data
+        return {**data, "delta": delta, "finish_reason": finish}
+
+    def _finish_all(self) -> list[GateItem]:
+        out: list[GateItem] = []
+        for (index, _), call in list(self._calls.items()):
+            if not call.settled:
+                out.extend(self._apply(self._checker.check(call, complete=True), self._choice(index), call))
+                if self._holding is not None or self._failed:
+                    return out
+        for choice in self._choices.values():
+            if choice.text is None or choice.finished:
+                continue
+            choice.finished = True
+            rest = choice.text.flush()
+            choice.text.close()
+            if choice.text.failure is not None:
+                return [*out, *self._failure(choice)]
+            if rest:
+                out.append(self._text_chunk(choice, rest, filtered=True))
+        return out
+
+    # -- outcomes -----------------------------------------------------------------
+
+    def _apply(self, step: Step, choice: _Choice, call: StreamCall, *, denied: bool = False,
+               reason: str | None = None) -> list[GateItem]:
+        if step == "release":
+            choice.released += 1
+            released, call.held = call.held, []
+            if call.index >= 0:
+                choice.client_index[call.index] = len(choice.client_index)
+                client = choice.client_index[call.index]
+                released = [reindexed(item, choice.index, call.index, client) for item in released]
+            return released
+        if step == "hold":
+            self._holding = (choice, call)
+            assert call.deciding is not None
+            return [Hold(call.key, call.name, call.arguments, call.deciding)]
+        if step == "block":
+            call.held = []
+            choice.blocked += 1
+            decision = call.deciding
+            assert decision is not None
+            if decision.on_violation == "error":
+                self._failed = True
+                return [denial_failure(call.name, decision, reason) if denied else failure(decision)]
+            text = denied_text(call.name, decision, reason) if denied else blocked_text(call.name, decision)
+            return [self._text_chunk(choice, text)]
+        return []
+
+    def _malformed(self, error: str, call: StreamCall | None = None) -> list[GateItem]:
+        decision = self._policies.malformed_call(error, call.name if call else None)
+        self._call_decisions.append(decision)
+        self._failed = True
+        return [Fail("blocked_by_policy", f"{decision.message} ({error})", decision.rule)]
+
+    def _failure(self, choice: _Choice) -> list[GateItem]:
+        assert choice.text is not None and choice.text.failure is not None
+        self._failed = True
+        return [failure(choice.text.failure)]
+
+    # -- chunk building -----------------------------------------------------------
+
+    def _choice(self, index: Any) -> _Choice:
+        index = index if isinstance(index, int) else 0
+        choice = self._choices.get(index)
+        if choice is None:
+            text = self._policies.response_text_filter(self._facts) if self._filter_text else None
+            choice = self._choices[index] = _Choice(index, text)
+        return choice
+
+    def _piece(self, choice: _Choice, entry: dict, source: str) -> Emit:
+        delta = {"tool_calls": [entry]} if source == "tool_calls" else {LEGACY: entry}
+        return Emit(self._synthetic(choice, delta), False)
+
+    def _text_chunk(self, choice: _Choice, text: str, *, filtered: bool = False) -> Emit:
+        if not filtered:
+            text = separated(text, choice.wrote_text)
+            choice.wrote_text = True
+            if choice.text is not None:
+                text = choice.text.feed(text)
+        # The role goes with the first delta the client sees: `RoleOnce` drops it here
+        # if the choice's role already went out.
+        return Emit(self._synthetic(choice, {"role": "assistant", "content": text}), False)
+
+    def _synthetic(self, choice: _Choice, delta: dict) -> dict:
+        return synthetic(self._envelope, choice.index, delta)

@@ -1,0 +1,240 @@
+"""Gating a complete (non-streamed) response: chat completion or Responses object.
+
+Every tool call is judged at once. Calls that need a human are listed in
+`GateResult.pending`; the caller resolves them (possibly after an approval hold),
+then `finish()` builds the answer: blocked calls removed and replaced by an
+assistant text naming the rule, `finish_reason` "tool_calls" kept only while an
+allowed call remains, response-stage text rules applied to the message text. A
+rule with `on_violation: error`, or a response-stage deny, turns it into an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.policy.engine import TenantPolicies
+from gateway.policy.facts import RequestFacts
+from gateway.policy.gating import blocked_text, denial_failure, denied_text, failure, separated
+from gateway.policy.model import Decision, ToolVerdict
+from gateway.policy.names import ToolRef
+from gateway.policy.redact import TextFilter, filter_whole_text
+from gateway.policy.responses_items import message_item
+from gateway.policy.toolrefs import CALL_ITEM_TYPES, chat_call_ref, item_arguments, item_ref
+
+GateError = tuple[str, str, str | None]  # (code, message, rule)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    call_id: str
+    name: str
+    arguments: str
+    decision: Decision
+
+
+@dataclass(eq=False)
+class _Judged:
+    call_id: str
+    name: str
+    arguments: str
+    verdict: ToolVerdict
+    approved: bool | None = None
+    reason: str | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self.verdict.outcome == "require_approval" and self.approved is None
+
+    @property
+    def blocked(self) -> bool:
+        return self.verdict.outcome == "deny" or (self.verdict.outcome == "require_approval"
+                                                   and not self.approved)
+
+    @property
+    def stand_in(self) -> str:
+        decision = self.verdict.deciding
+        assert decision is not None
+        if self.verdict.outcome == "require_approval":
+            return denied_text(self.name, decision, self.reason)
+        return blocked_text(self.name, decision)
+
+    def error(self) -> GateError | None:
+        decision = self.verdict.deciding
+        if not self.blocked or decision is None or decision.on_violation != "error":
+            return None
+        fail = (denial_failure(self.name, decision, self.reason) if self.verdict.outcome == "require_approval"
+                else failure(decision))
+        return fail.code, fail.message, fail.rule
+
+
+Rebuild = Callable[[dict[str, _Judged], TextFilter | None], dict | None]
+
+
+class GateResult:
+    """The judged tool calls of one response, waiting for `finish()`."""
+
+    def __init__(self, judged: dict[str, _Judged], rebuild: Rebuild, text: TextFilter | None) -> None:
+        self._judged = judged
+        self._rebuild = rebuild
+        self._text = text
+        self.pending = [
+            PendingCall(j.call_id, j.name, j.arguments, j.verdict.deciding)  # type: ignore[arg-type]
+            for j in judged.values() if j.waiting
+        ]
+
+    def resolve(self, call_id: str, approved: bool, reason: str | None = None) -> None:
+        found = [judged for judged in self._judged.values() if judged.call_id == call_id and judged.waiting]
+        if not found:
+            raise ValueError(f"no tool call {call_id!r} is waiting for approval")
+        for judged in found:
+            judged.approved, judged.reason = approved, reason
+
+    def finish(self) -> tuple[dict | None, GateError | None, list[Decision]]:
+        """(changed body or None, error or None, decisions). Unresolved calls count as denied."""
+        for judged in self._judged.values():
+            if judged.waiting:
+                judged.approved, judged.reason = False, "no decision was made"
+        decisions = [d for judged in self._judged.values() for d in judged.verdict.decisions]
+        for judged in self._judged.values():
+            error = judged.error()
+            if error is not None:
+                return None, error, decisions
+        body = self._rebuild(self._judged, self._text)
+        if self._text is not None:
+            self._text.close()
+            decisions += self._text.decisions
+            if self._text.failure is not None:
+                fail = failure(self._text.failure)
+                return None, (fail.code, fail.message, fail.rule), decisions
+        return body, None, decisions
+
+
+def _judge(policies: TenantPolicies, facts: RequestFacts, call_id: str, tool: ToolRef, arguments: str,
+           is_json: bool) -> _Judged:
+    verdict = policies.evaluate_call(facts, tool, arguments, is_json)
+    return _Judged(call_id, tool.name or "<unreadable>", arguments, verdict)
+
+
+def _text_filter(policies: TenantPolicies, facts: RequestFacts) -> TextFilter | None:
+    return policies.response_text_filter(facts) if policies.has_response_rules else None
+
+
+# -- Chat Completions ---------------------------------------------------------------
+
+def _chat_calls(message: dict) -> list[tuple[str, dict]]:
+    """(field, call) for each tool call of a message, the legacy function_call included."""
+    calls = message.get("tool_calls")
+    found = [("tool_calls", call) for call in calls] if isinstance(calls, list) else []
+    if message.get("function_call") is not None:
+        found.append(("function_call", message["function_call"]))
+    return found
+
+
+def _chat_call_parts(field: str, call: Any) -> tuple[Any, str, bool]:
+    """(name, arguments, is_json) of a chat tool call (function, custom or legacy)."""
+    if not isinstance(call, dict):
+        return None, "", True
+    if field == "function_call":
+        spec, is_json = call, True
+    elif call.get("type") == "custom":
+        spec, is_json = call.get("custom"), False
+    else:
+        spec, is_json = call.get("function"), True
+    if not isinstance(spec, dict):
+        return None, "", is_json
+    arguments = spec.get("input" if not is_json else "arguments")
+    return spec.get("name"), arguments if isinstance(arguments, str) else "", is_json
+
+
+def gate_chat_completion(policies: TenantPolicies, facts: RequestFacts, completion: dict) -> GateResult:
+    judged: dict[str, _Judged] = {}
+    choices = completion.get("choices")
+    for c_index, choice in enumerate(choices if isinstance(choices, list) else ()):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict) or not policies.has_tool_rules:
+            continue
+        for position, (field, call) in enumerate(_chat_calls(message)):
+            name, arguments, is_json = _chat_call_parts(field, call)
+            call_id = call.get("id") if isinstance(call, dict) and isinstance(call.get("id"), str) else None
+            judged[f"{c_index}:{position}"] = _judge(policies, facts, call_id or f"{c_index}:{position}",
+                                                     chat_call_ref(name), arguments, is_json)
+
+    def rebuild(judged: dict[str, _Judged], text: TextFilter | None) -> dict | None:
+        new_choices = [_rebuild_choice(c_index, choice, judged, text)
+                       for c_index, choice in enumerate(choices if isinstance(choices, list) else ())]
+        return None if new_choices == choices else {**completion, "choices": new_choices}
+
+    return GateResult(judged, rebuild, _text_filter(policies, facts))
+
+
+def _rebuild_choice(c_index: int, choice: Any, judged: dict[str, _Judged], text: TextFilter | None) -> Any:
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        return choice
+    new_message = dict(message)
+    content = message.get("content")
+    if text is not None and isinstance(content, str):
+        content = filter_whole_text(text, content)
+    kept: dict[str, list] = {"tool_calls": [], "function_call": []}
+    notes: list[str] = []
+    for position, (field, call) in enumerate(_chat_calls(message)):
+        entry = judged.get(f"{c_index}:{position}")
+        if entry is not None and entry.blocked:
+            notes.append(entry.stand_in)
+        else:
+            kept[field].append(call)
+    for note in notes:
+        content = (content or "") + separated(note, bool(content))
+    if content != message.get("content"):
+        new_message["content"] = content
+    if notes:
+        for field in ("tool_calls", "function_call"):
+            if field in message:
+                new_message.pop(field)
+                if kept[field]:
+                    new_message[field] = kept[field] if field == "tool_calls" else kept[field][0]
+    if new_message == message:
+        return choice
+    finish = choice.get("finish_reason")
+    if finish in ("tool_calls", "function_call") and notes and not (kept["tool_calls"] or kept["function_call"]):
+        finish = "stop"
+    return {**choice, "message": new_message, "finish_reason": finish}
+
+
+# -- Responses ----------------------------------------------------------------------
+
+def gate_responses_response(policies: TenantPolicies, facts: RequestFacts, response: dict) -> GateResult:
+    judged: dict[str, _Judged] = {}
+    output = response.get("output")
+    items = output if isinstance(output, list) else []
+    for index, item in enumerate(items):
+        if policies.has_tool_rules and isinstance(item, dict) and item.get("type") in CALL_ITEM_TYPES:
+            arguments, is_json = item_arguments(item)
+            call_id = item.get("call_id") or item.get("id") or f"output_{index}"
+            judged[str(index)] = _judge(policies, facts, str(call_id), item_ref(item), arguments, is_json)
+
+    def rebuild(judged: dict[str, _Judged], text: TextFilter | None) -> dict | None:
+        new_output = [_rebuild_item(index, item, judged, text) for index, item in enumerate(items)]
+        return None if new_output == items else {**response, "output": new_output}
+
+    return GateResult(judged, rebuild, _text_filter(policies, facts))
+
+
+def _rebuild_item(index: int, item: Any, judged: dict[str, _Judged], text: TextFilter | None) -> Any:
+    entry = judged.get(str(index))
+    if entry is not None and entry.blocked:
+        return message_item(f"msg_{item.get('id') or index}", entry.stand_in)
+    if text is None or not isinstance(item, dict) or item.get("type") != "message":
+        return item
+    content = item.get("content")
+    if not isinstance(content, list):
+        return item
+    parts = [
+        {**part, "text": filter_whole_text(text, part["text"])}
+        if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str)
+        else part
+        for part in content
+    ]
+    return item if parts == content else {**item, "content": parts}

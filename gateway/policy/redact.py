@@ -1,0 +1,173 @@
+"""The text filter: guardrail rules (redact, deny, review, tag) applied to flowing text.
+
+One algorithm serves streams and whole texts (a whole text is one `feed` and a
+`flush`; `close` ends the response). Each `feed` returns the text that is safe to pass on now and keeps a short
+tail back, so that a secret split across two chunks is still caught:
+
+- a match followed by at least `SETTLE_MARGIN` characters is final: redacted (or
+  the rule denies, ...);
+- a match closer to the end of what has arrived may still grow (`sk-abc` + `def`,
+  a PEM block whose END line is arriving), so everything from its start is held;
+- otherwise the last `window` characters are held (the longest match a pattern can
+  make, capped; 64 for unbounded patterns, which detectors write prefix-closed),
+  and of those only the part from where a match could begin (see detectors' anchors).
+
+A match that keeps growing past `MAX_HELD` characters fails closed (the text is
+denied): no real secret is that long, and holding more would buffer the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from gateway.policy.model import Decision, Rule
+
+MAX_HELD = 16384
+# A match is final once this much text follows it: enough for an optional closing part
+# (a PEM END line) or a lookahead to have arrived.
+SETTLE_MARGIN = 64
+
+
+class TextFilter:
+    """Applies text rules to a text that arrives in pieces."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        stage: str,
+        decisions: list[Decision] | None = None,
+        at_end: Callable[[str], list[Decision]] | None = None,
+    ) -> None:
+        self.rules = [rule for rule in rules if rule.matcher is not None]
+        self.stage = stage
+        self.decisions: list[Decision] = []
+        self.failure: Decision | None = None
+        # Rules whose condition reads the whole text: evaluated by `flush`.
+        self._at_end = at_end
+        self._seen_text: list[str] = []
+        self._carry = ""
+        self._recorded: set[tuple[str, str]] = set()
+        self.changed = False
+        for decision in decisions or []:
+            self._record(decision)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules) or self._at_end is not None
+
+    def feed(self, text: str) -> str:
+        """Text that may go out now (possibly empty); the rest is held for the next call."""
+        if self.failure is not None or not text:
+            return ""
+        if self._at_end is not None:
+            self._seen_text.append(text)
+        if not self.rules:
+            return text
+        return self._scan(self._carry + text, final=False)
+
+    def flush(self) -> str:
+        """Everything still held, at the end of one text (a message, a content part)."""
+        if self.failure is not None:
+            return ""
+        out = self._scan(self._carry, final=True)
+        return "" if self.failure is not None else out
+
+    def close(self) -> None:
+        """The response is complete: run the rules whose condition reads the whole text."""
+        if self._at_end is not None and self.failure is None:
+            for decision in self._at_end("".join(self._seen_text)):
+                self._record(decision)
+        self._seen_text.clear()
+        self._at_end = None
+
+    def _scan(self, buffer: str, *, final: bool) -> str:
+        end = len(buffer)
+        found = [(rule, rule.matcher.spans(buffer)) for rule in self.rules if rule.matcher]
+        settled = end if final else end - SETTLE_MARGIN
+        cut = end if final else _hold_growing(found, settled, self._hold_from(buffer, found, settled))
+        if end - cut > MAX_HELD:
+            # Nothing real is this long; a match that never stops growing fails closed.
+            self._fail(found, f"a match kept growing past {MAX_HELD} characters")
+            return ""
+        edits: list[tuple[int, int, str]] = []
+        for rule, spans in found:
+            for start, stop, confirmed in spans:
+                if start >= cut or not confirmed:
+                    continue
+                if self._apply(rule):
+                    edits.append((start, stop, rule.replacement))
+                if self.failure is not None:
+                    return ""
+        self._carry = buffer[cut:]
+        if edits:
+            self.changed = True
+        return _splice(buffer, cut, edits)
+
+    def _hold_from(self, buffer: str, found: list[tuple[Rule, list[tuple[int, int, bool]]]],
+                   settled: int) -> int:
+        """Where the held tail starts: the window, narrowed to where a match could begin
+        after the last match that is already settled."""
+        complete = max((stop for _, spans in found for _, stop, _ in spans if stop <= settled), default=0)
+        return min((rule.matcher.hold_from(buffer, complete) for rule in self.rules if rule.matcher),
+                   default=len(buffer))
+
+    def _apply(self, rule: Rule) -> bool:
+        """Record the rule's decision (once); True if the match must be replaced."""
+        key = (rule.policy, rule.name)
+        if key not in self._recorded:
+            self._recorded.add(key)
+            self._record(rule.decision(self.stage))
+        return rule.action == "redact" and not rule.shadow
+
+    def _fail(self, found: list[tuple[Rule, list[tuple[int, int, bool]]]], error: str) -> None:
+        rule = next(rule for rule, spans in found if spans)
+        self._record(rule.decision(self.stage, "deny", error=error))
+
+    def _record(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+        if decision.action == "deny" and not decision.shadow and self.failure is None:
+            self.failure = decision
+
+
+def _hold_growing(found: list[tuple[Rule, list[tuple[int, int, bool]]]], settled: int, cut: int) -> int:
+    """Move `cut` back so that no match that may still change, or that crosses it, is split."""
+    moved = True
+    while moved:
+        moved = False
+        for _, spans in found:
+            for start, stop, _ in spans:
+                if start < cut and (stop > settled or stop > cut):
+                    cut, moved = start, True
+    return cut
+
+
+def _splice(buffer: str, cut: int, edits: list[tuple[int, int, str]]) -> str:
+    """buffer[:cut] with each (start, stop) range replaced, overlapping ranges merged."""
+    if not edits:
+        return buffer[:cut]
+    edits.sort()
+    parts: list[str] = []
+    position = 0
+    for start, stop, replacement in edits:
+        if stop <= position:
+            continue
+        if start >= position:
+            parts.append(buffer[position:start])
+            parts.append(replacement)
+        position = max(position, stop)
+    parts.append(buffer[position:cut])
+    return "".join(parts)
+
+
+def filter_whole_text(text_filter: TextFilter, text: str) -> str:
+    """Run one complete text through a filter (the non-streaming case; `close` after the
+    last text of the response)."""
+    return text_filter.feed(text) + text_filter.flush()
+
+
+def redact_whole(text: str, rule: Rule) -> str:
+    """`text` with every confirmed match of the rule's matcher replaced (no streaming)."""
+    if rule.matcher is None:
+        return text
+    edits = [(start, stop, rule.replacement) for start, stop, ok in rule.matcher.spans(text) if ok]
+    return _splice(text, len(text), edits)

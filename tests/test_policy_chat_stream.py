@@ -1,0 +1,217 @@
+"""The Chat Completions stream gate: golden streams, any split of a recorded stream,
+text that is never held, malformed streams failing closed."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.policy import ChatStreamGate, Emit, Fail, Hold
+from tests.test_policy_support import (
+    FIXTURES,
+    call_delta,
+    chat_final,
+    chunk,
+    emitted,
+    facts,
+    run_chat,
+    tenant,
+)
+
+GOLDEN = sorted((FIXTURES / "chat_stream").glob("*.json"))
+
+
+def _as_expected(item: object) -> dict:
+    if isinstance(item, Emit):
+        return {"emit": item.payload, "original": item.original}
+    if isinstance(item, Hold):
+        return {"hold": {"call_key": item.call_key, "name": item.name, "arguments": item.arguments,
+                         "rule": item.decision.rule}}
+    assert isinstance(item, Fail)
+    return {"fail": {"code": item.code, "message": item.message, "rule": item.rule}}
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[path.stem for path in GOLDEN])
+def test_golden_streams(tmp_path: Path, path: Path) -> None:
+    case = json.loads(path.read_text())
+    chunks = case["chunks"]
+    gate = ChatStreamGate(tenant(tmp_path, case["policy"]), facts())
+    items, _ = run_chat(gate, chunks, case["approve"])
+    assert [_as_expected(item) for item in items] == case["expect"]
+    assert [decision.label for decision in gate.decisions] == case["decisions"]
+    for item in items:  # original=True means the very object that was fed in
+        if isinstance(item, Emit) and item.original:
+            assert any(item.payload is fed for fed in chunks)
+    if not any(isinstance(item, Fail) for item in items):
+        chat_final(items)  # the OpenAI SDK accepts and assembles the output
+
+
+# -- any split of a recorded stream ------------------------------------------------
+
+WHITELIST = """
+policy: team
+rules:
+  - name: weather-only
+    tools: {allow: [get_weather]}
+"""
+NOT_ROOT = """
+policy: team
+rules:
+  - name: not-root
+    stage: tool_call
+    when: 'tool_call.name == "delete_files" && tool_call.arguments.path == "/"'
+    action: deny
+"""
+ALLOWED = ("call_W1", "get_weather", '{"city": "Lyon", "unit": "celsius"}')
+BLOCKED = ("call_D2", "delete_files", '{"path": "/", "recursive": true}')
+
+
+def _pieces(text: str, cuts: list[int]) -> list[str]:
+    bounds = sorted({0, len(text), *(c % (len(text) + 1) for c in cuts)})
+    return [text[a:b] for a, b in itertools.pairwise(bounds)] or [""]
+
+
+def _call_chunks(index: int, call: tuple[str, str, str], name_cuts: list[int], arg_cuts: list[int]) -> list[dict]:
+    call_id, name, arguments = call
+    names = _pieces(name, name_cuts)
+    chunks = [chunk({"tool_calls": [call_delta(index, call_id=call_id, name=names[0], arguments="")]})]
+    chunks += [chunk({"tool_calls": [call_delta(index, name=part)]}) for part in names[1:]]
+    chunks += [chunk({"tool_calls": [call_delta(index, arguments=part)]}) for part in _pieces(arguments, arg_cuts)]
+    return chunks
+
+
+_cuts = st.lists(st.integers(min_value=0, max_value=60), max_size=6)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(policy=st.sampled_from([WHITELIST, NOT_ROOT]), blocked_first=st.booleans(),
+       cuts=st.tuples(_cuts, _cuts, _cuts, _cuts), text_cuts=_cuts)
+def test_any_split_never_leaks_the_blocked_call(tmp_path: Path, policy: str, blocked_first: bool,
+                                                cuts: tuple, text_cuts: list[int]) -> None:
+    calls = [BLOCKED, ALLOWED] if blocked_first else [ALLOWED, BLOCKED]
+    text = [chunk({"content": part}) for part in _pieces("Checking the weather, then cleaning up.", text_cuts)]
+    chunks = [chunk({"role": "assistant", "content": ""}), *text]
+    for index, call in enumerate(calls):
+        chunks += _call_chunks(index, call, cuts[2 * index], cuts[2 * index + 1])
+    chunks.append(chunk({}, "tool_calls"))
+    fed = copy.deepcopy(chunks)
+
+    gate = ChatStreamGate(tenant(tmp_path, policy), facts())
+    items, per_feed = run_chat(gate, chunks)
+    out = json.dumps(emitted(items))
+    assert "delete_files" not in out.replace("Tool call 'delete_files' was blocked", "")
+    assert '\\"recursive\\"' not in out and "call_D2" not in out
+    final = chat_final(items).choices[0]
+    [allowed] = final.message.tool_calls
+    assert (allowed.id, allowed.function.name, allowed.function.arguments) == ALLOWED
+    assert final.finish_reason == "tool_calls"
+    assert "was blocked by policy rule" in (final.message.content or "")
+    assert final.message.content.startswith("Checking the weather, then cleaning up.")
+    assert chunks == fed  # the gate never mutates what it was fed
+    for position, payload in enumerate(chunks):  # text goes out in the feed it arrived in
+        if payload["choices"][0]["delta"].get("content"):
+            assert per_feed[position] >= 1
+
+
+def test_text_is_not_held_while_a_call_is(tmp_path: Path) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, NOT_ROOT), facts())
+    assert gate.feed(chunk({"tool_calls": [call_delta(0, call_id="c1", name="delete_files", arguments="")]})) == []
+    assert gate.feed(chunk({"tool_calls": [call_delta(0, arguments='{"path": ')]})) == []
+    mixed = chunk({"content": "still thinking", "tool_calls": [call_delta(0, arguments='"/tmp"}')]})
+    [text] = emitted(gate.feed(mixed))
+    assert text["choices"][0]["delta"] == {"content": "still thinking"}
+    released = emitted(gate.feed(chunk({}, "tool_calls")))
+    assert [c["choices"][0]["delta"].get("tool_calls") for c in released][:3] == [
+        [call_delta(0, call_id="c1", name="delete_files", arguments="")],
+        [call_delta(0, arguments='{"path": ')],
+        [call_delta(0, arguments='"/tmp"}')],
+    ]
+
+
+def test_without_rules_every_chunk_passes_as_is(tmp_path: Path) -> None:
+    policies = tenant(tmp_path, "policy: team\nrules:\n  - name: t\n    action: tag\n    tags: [x]\n")
+    gate = ChatStreamGate(policies, facts())
+    payload = chunk({"tool_calls": [call_delta(0, call_id="c", name="anything", arguments="")]})
+    [item] = gate.feed(payload)
+    assert isinstance(item, Emit) and item.payload is payload and item.original
+
+
+def test_parallel_calls_in_one_chunk(tmp_path: Path) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, WHITELIST), facts())
+    both = chunk({"role": "assistant", "tool_calls": [
+        call_delta(0, call_id="a", name="get_weather", arguments='{"city": "Oslo"}'),
+        call_delta(1, call_id="b", name="delete_files", arguments='{"path": "/"}'),
+    ]})
+    items, _ = run_chat(gate, [both, chunk({}, "tool_calls")])
+    final = chat_final(items).choices[0]
+    assert [call.function.name for call in final.message.tool_calls] == ["get_weather"]
+    assert final.message.role == "assistant" and "'delete_files' was blocked" in final.message.content
+
+
+MALFORMED = [
+    ("no index", [chunk({"tool_calls": [{"id": "c", "function": {"name": "get_weather", "arguments": ""}}]})]),
+    ("index not a number", [chunk({"tool_calls": [call_delta(0, call_id="c", name="get_weather") | {"index": "0"}]})]),
+    ("tool_calls not a list", [chunk({"tool_calls": {"index": 0}})]),
+    ("index goes back to a new call", [
+        chunk({"tool_calls": [call_delta(2, call_id="c", name="get_weather", arguments="{}")]}),
+        chunk({"tool_calls": [call_delta(1, call_id="d", name="get_weather", arguments="{}")]}),
+    ]),
+    ("name grows after the check", [
+        chunk({"tool_calls": [call_delta(0, call_id="c", name="get_weather", arguments="{")]}),
+        chunk({"tool_calls": [call_delta(0, name="_and_delete_files")]}),
+    ]),
+]
+
+
+@pytest.mark.parametrize(("why", "chunks"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_streams_fail_closed(tmp_path: Path, why: str, chunks: list[dict]) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, WHITELIST), facts())
+    items, _ = run_chat(gate, chunks)
+    assert isinstance(items[-1], Fail) and items[-1].code == "blocked_by_policy", items
+    assert "_and_delete_files" not in json.dumps([getattr(i, "payload", None) for i in items])
+    assert gate.decisions[-1].error and gate.decisions[-1].action == "deny"
+    assert gate.feed(chunk({"content": "more"})) == [] and gate.finish() == []
+
+
+def test_arguments_changed_after_the_check_fail_closed(tmp_path: Path) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, NOT_ROOT), facts())
+    chunks = [chunk({"tool_calls": [call_delta(0, call_id="c", name="delete_files", arguments='{"path": "/tmp"}')]}),
+              chunk({"tool_calls": [call_delta(1, call_id="d", name="get_weather", arguments="{}")]}),
+              chunk({"tool_calls": [call_delta(0, arguments=', "path": "/"}')]})]
+    items, _ = run_chat(gate, chunks)
+    assert isinstance(items[-1], Fail) and "changed its arguments" in items[-1].message
+
+
+@pytest.mark.parametrize(("name", "arguments", "reason"), [
+    ("", '{"path": "/tmp"}', "no readable name"),
+    ("delete_files", '{"path": "/', "not valid JSON"),
+])
+def test_unreadable_calls_are_blocked(tmp_path: Path, name: str, arguments: str, reason: str) -> None:
+    policy = NOT_ROOT + "  - name: no-nameless\n    stage: tool_call\n    tools: {deny: [nothing]}\n"
+    gate = ChatStreamGate(tenant(tmp_path, policy), facts())
+    items, _ = run_chat(gate, [chunk({"tool_calls": [call_delta(0, call_id="c", name=name, arguments=arguments)]}),
+                               chunk({}, "tool_calls")])
+    final = chat_final(items).choices[0]
+    assert not final.message.tool_calls and final.finish_reason == "stop"
+    assert any(reason in (decision.error or "") for decision in gate.decisions), gate.decisions
+
+
+def test_a_hold_stops_everything_after_it_until_resolved(tmp_path: Path) -> None:
+    policy = "policy: team\nrules:\n  - name: ask\n    stage: tool_call\n    action: require_approval\n"
+    gate = ChatStreamGate(tenant(tmp_path, policy), facts())
+    gate.feed(chunk({"tool_calls": [call_delta(0, call_id="a", name="get_weather", arguments="{}")]}))
+    [hold] = gate.feed(chunk({"tool_calls": [call_delta(1, call_id="b", name="get_time", arguments="{}")]}))
+    assert isinstance(hold, Hold) and (hold.call_key, hold.name, hold.arguments) == (0, "get_weather", "{}")
+    assert gate.feed(chunk({"content": "waiting"})) == []
+    with pytest.raises(ValueError, match="no tool call 5"):
+        gate.resolve(5, True, None)
+    after = gate.resolve(0, True, None)
+    assert [c["choices"][0]["delta"].get("tool_calls", [{}])[0].get("index") for c in emitted(after)] == [0, None]
+    [second] = gate.finish()
+    assert isinstance(second, Hold) and second.call_key == 1
