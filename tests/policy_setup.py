@@ -17,7 +17,7 @@ rules:
   - name: sensitive-input
     when: 'user_input.contains("password")'
     action: require_approval
-    approval: {mode: hold, timeout_s: 6, on_timeout: deny}
+    approval: {mode: hold, timeout_s: 3, on_timeout: deny}
   - name: deferred-export
     when: 'user_input.contains("export everything")'
     action: require_approval
@@ -26,7 +26,7 @@ rules:
     stage: tool_call
     when: 'tool_call.name == "database_write"'
     action: require_approval
-    approval: {mode: hold, timeout_s: 6, on_timeout: deny}
+    approval: {mode: hold, timeout_s: 3, on_timeout: deny}
   - name: shadow-big-prompts
     when: 'user_input.contains("shadowed")'
     action: deny

@@ -1,0 +1,93 @@
+"""Hot reload: a valid change is picked up (admin call, file watcher, SIGHUP path), a
+broken file keeps the running version and says why."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.fakes.openai_server import Script, State
+from tests.harness import ADMIN_KEY, TENANT_KEY, Gateway, Server
+from tests.policy_setup import THIRD_TENANT_KEY, policy_config
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+BLOCK_WEATHER = """\
+policy: default
+rules:
+  - name: no-weather
+    tools: {deny: [get_weather]}
+"""
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., Gateway], openai_upstream: Server, tmp_path: Path) -> Gateway:
+    return gateway_factory(policy_config(openai_upstream.url, tmp_path))
+
+
+def declare_weather(gateway: Gateway) -> int:
+    return httpx.post(f"{gateway.base_url}/chat/completions", headers={"Authorization": f"Bearer {THIRD_TENANT_KEY}"},
+                      json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
+                            "tools": [{"type": "function", "function": {"name": "get_weather"}}]}).status_code
+
+
+def reload(gateway: Gateway) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/admin/reload", headers=ADMIN)
+
+
+def test_reload_applies_a_valid_change(gateway: Gateway, tmp_path: Path, upstream_state: State) -> None:
+    assert declare_weather(gateway) == 200
+    before = reload(gateway).json()["version"]
+    (tmp_path / "policies" / "default.yaml").write_text(BLOCK_WEATHER)
+    answer = reload(gateway)
+    assert answer.status_code == 200 and answer.json()["status"] == "ok"
+    assert answer.json()["version"] != before
+    assert declare_weather(gateway) == 403
+
+
+def test_broken_policy_keeps_the_running_version(gateway: Gateway, tmp_path: Path) -> None:
+    version = reload(gateway).json()["version"]
+    broken = BLOCK_WEATHER + "  - name: bad\n    action: deny\n    when: 'tool_call.('\n"
+    (tmp_path / "policies" / "default.yaml").write_text(broken)
+    answer = reload(gateway)
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["status"] == "error" and body["version"] == version
+    error = body["errors"][0]
+    assert error["file"].endswith("default.yaml") and error["line"] == 7 and error["rule"] == "bad"
+    assert declare_weather(gateway) == 200  # still the old policy
+    assert "lockgate_config_reload_failures_total 1.0" in httpx.get(f"{gateway.url}/metrics").text
+
+
+def test_broken_config_keeps_the_running_version(gateway: Gateway) -> None:
+    text = gateway.config_path.read_text()
+    gateway.config_path.write_text(text.replace("models:", "modles:", 1))
+    answer = reload(gateway)
+    assert answer.status_code == 422
+    assert any("modles" in error["message"] for error in answer.json()["errors"])
+    OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY).models.list()  # still serving
+
+
+def test_file_watcher_reloads_on_change(gateway: Gateway, tmp_path: Path) -> None:
+    assert declare_weather(gateway) == 200
+    (tmp_path / "policies" / "default.yaml").write_text(BLOCK_WEATHER)
+    deadline = time.monotonic() + 10
+    while declare_weather(gateway) != 403 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert declare_weather(gateway) == 403
+
+
+def test_new_alias_after_reload(gateway: Gateway, upstream_state: State) -> None:
+    text = gateway.config_path.read_text()
+    gateway.config_path.write_text(text.replace("models:\n", "models:\n  fresh:\n    targets:\n"
+                                                "    - {provider: upstream, model: fresh-upstream}\n", 1))
+    assert reload(gateway).json()["status"] == "ok"
+    upstream_state.queue.append(Script(content="new alias"))
+    completion = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY).chat.completions.create(
+        model="fresh", messages=[{"role": "user", "content": "x"}])
+    assert completion.choices[0].message.content == "new alias"
+    assert upstream_state.requests[-1]["model"] == "fresh-upstream"
