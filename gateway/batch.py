@@ -66,7 +66,19 @@ class BatchWriter(Generic[Row]):
                 for listener in self.listeners:
                     listener(batch)
 
+    async def _isolate(self) -> None:
+        """The store keeps refusing a batch: write row by row, so one bad row blocks nothing else."""
+        async with self._lock:
+            batch, self._rows = self._rows[:self._batch_size], self._rows[self._batch_size:]
+            for row in batch:
+                try:
+                    await self._write([row])
+                except Exception:
+                    self.dropped += 1
+                    log.exception("%s: dropped a row the store refuses: %r", self.name, row)
+
     async def _run(self) -> None:
+        failures = 0
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
@@ -75,12 +87,16 @@ class BatchWriter(Generic[Row]):
             self._wake.clear()
             try:
                 await self.flush()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                failures += 1
                 log.exception("%s write failed; %d rows kept for the next try", self.name, len(self._rows))
                 self._shed()
                 await asyncio.sleep(1.0)
+                if failures >= 3:
+                    await self._isolate()
 
     def _shed(self) -> None:
         """Bound memory if the store stays down: drop the oldest rows, loudly."""

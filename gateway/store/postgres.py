@@ -117,12 +117,9 @@ class PostgresStore:
         return float(total)
 
     async def ledger_rows(self, query: LedgerQuery) -> list[dict[str, Any]]:
-        sql = _LEDGER_SELECT + " WHERE ts >= $1 AND ts < $2"
-        params: list[Any] = [query.since, query.until]
-        if query.tenant is not None:
-            sql += " AND tenant = $3"
-            params.append(query.tenant)
-        return [dict(row) for row in await self._db.fetch(sql + " ORDER BY ts", *params)]
+        sql, params = _filtered(f"{_LEDGER_SELECT} WHERE ts >= $1 AND ts < $2", query.since, query.until,
+                                tenant=query.tenant)
+        return [dict(row) for row in await self._db.fetch(f"{sql} ORDER BY ts", *params)]
 
     # -- approvals -----------------------------------------------------------------------
 
@@ -142,7 +139,7 @@ class PostgresStore:
                               now: float) -> ApprovalRecord | None:
         row = await self._db.fetchrow(
             "UPDATE approvals SET status = $2, decided_by = $3, reason = $4, decided_at = $5 "
-            "WHERE id = $1 RETURNING *", approval_id, status, by, reason, now)
+            "WHERE id = $1 AND status = 'pending' RETURNING *", approval_id, status, by, reason, now)
         return _approval(row) if row is not None else None
 
     async def expire_approvals(self, now: float) -> list[ApprovalRecord]:

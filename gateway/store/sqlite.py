@@ -67,13 +67,17 @@ class SQLiteStore:
             (record.key_hash, record.tenant, record.name, record.created_at)))
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
+        prefix = key_id.lower()
+        if not prefix or any(char not in "0123456789abcdef" for char in prefix):
+            return None
+
         def revoke(db: sqlite3.Connection) -> KeyRecord | None:
-            rows = db.execute("SELECT * FROM api_keys WHERE key_hash LIKE ? AND revoked_at IS NULL",
-                              (f"sha256:{key_id}%",)).fetchall()
+            rows = db.execute("SELECT key_hash FROM api_keys WHERE substr(key_hash, 8, ?) = ? AND revoked_at IS NULL",
+                              (len(prefix), prefix)).fetchall()
             if len(rows) != 1:
                 return None
             db.execute("UPDATE api_keys SET revoked_at = ? WHERE key_hash = ?", (time.time(), rows[0]["key_hash"]))
-            return _key(rows[0])
+            return _key(db.execute("SELECT * FROM api_keys WHERE key_hash = ?", (rows[0]["key_hash"],)).fetchone())
         return await self._run(revoke)
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:

@@ -1,0 +1,46 @@
+"""The batched writer behind the ledger and the audit log, on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from gateway.batch import BatchWriter
+from gateway.store import LedgerQuery, LedgerRow, SQLiteStore
+
+
+def row(request_id: str, agent: object = None) -> LedgerRow:
+    return LedgerRow(ts=time.time(), request_id=request_id, tenant="acme", agent=agent,  # type: ignore[arg-type]
+                     alias="a", provider="p", model="m", api="chat", stream=False, status=200)
+
+
+async def test_rows_are_written_in_batches_and_flushed_on_stop(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "l.db")
+    await store.open()
+    writer: BatchWriter[LedgerRow] = BatchWriter(store.write_ledger, "ledger", interval_s=60)
+    writer.start()
+    for index in range(5000):
+        writer.append(row(f"r{index}"))
+    await writer.stop()  # nothing was written by the timer yet: stop must flush everything
+    rows = await store.ledger_rows(LedgerQuery(tenant="acme", since=0, until=time.time() + 1))
+    assert len(rows) == 5000
+    await store.close()
+
+
+async def test_a_row_the_store_refuses_does_not_block_the_others(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "l.db")
+    await store.open()
+    writer: BatchWriter[LedgerRow] = BatchWriter(store.write_ledger, "ledger", interval_s=0.01)
+    writer.start()
+    writer.append(row("good-1"))
+    writer.append(row("poison", agent={"not": "bindable"}))
+    writer.append(row("good-2"))
+    deadline = time.monotonic() + 15
+    while writer.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await writer.stop()
+    rows = await store.ledger_rows(LedgerQuery(tenant="acme", since=0, until=time.time() + 1))
+    assert sorted(r["request_id"] for r in rows) == ["good-1", "good-2"]
+    assert writer.dropped == 1
+    await store.close()
