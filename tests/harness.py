@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import load_config
+from gateway.bundle import load_bundle
 from gateway.runtime import Runtime
 from tests.fakes import openai_server
 from tests.fakes.openai_server import State
@@ -136,7 +136,7 @@ async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
     config.setdefault("storage", {}).setdefault("url", f"sqlite:///{directory / 'lockgate.db'}")
     path = directory / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    loaded, problems = load_config(path)
+    loaded, problems = load_bundle(path)
     assert loaded is not None, problems
     runtime = Runtime(loaded)
     server = await start_app(create_app(runtime))
