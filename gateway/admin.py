@@ -16,6 +16,7 @@ from gateway.approvals import STATUSES
 from gateway.errors import GatewayError
 from gateway.reporting import parse_window
 from gateway.runtime import Runtime
+from gateway.store import LedgerQuery
 
 MAX_LIST = 1000
 
@@ -105,6 +106,36 @@ async def list_audit(request: web.Request, runtime: Runtime) -> web.Response:
     return web.json_response({"object": "list", "data": rows})
 
 
+async def recent_requests(request: web.Request, runtime: Runtime) -> web.Response:
+    """The latest ledger rows (newest first), with their policy decisions."""
+    runtime.require_admin(request)
+    await runtime.ledger.flush()
+    query = LedgerQuery(tenant=request.query.get("tenant") or None, since=_since(request, "1d"), until=time.time() + 1,
+                        limit=_limit(request), newest_first=True)
+    rows = await runtime.store.ledger_rows(query)
+    for row in rows:
+        row["decisions"] = [label for label in (row.get("decisions") or "").split(",") if label]
+    return web.json_response({"object": "list", "data": rows})
+
+
+async def circuits(request: web.Request, runtime: Runtime) -> web.Response:
+    runtime.require_admin(request)
+    data = [{"provider": target.provider.name, "model": target.model, "state": target.breaker.state,
+             "retry_after_s": round(target.breaker.retry_after(), 3), "in_flight": target.in_flight,
+             "latency_ewma_ms": round(target.latency_ewma_s * 1000, 3)} for target in runtime.targets()]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def tenants(request: web.Request, runtime: Runtime) -> web.Response:
+    runtime.require_admin(request)
+    data = [{"name": tenant.name, "policies": list(tenant.policies), "models": tenant.models,
+             "budget": {"usd_per_day": tenant.budget.usd_per_day, "usd_per_month": tenant.budget.usd_per_month},
+             "limits": {"rpm": tenant.limits.rpm, "tpm": tenant.limits.tpm,
+                        "max_concurrent": tenant.limits.max_concurrent}}
+            for tenant in runtime.snapshot.config.tenants.values()]
+    return web.json_response({"object": "list", "data": data})
+
+
 async def reload(request: web.Request, runtime: Runtime) -> web.Response:
     runtime.require_admin(request)
     result = await runtime.reload()
@@ -118,5 +149,8 @@ ROUTES = [
     ("POST", "/admin/approvals/{id}/deny", deny),
     ("GET", "/admin/reviews", list_reviews),
     ("GET", "/admin/audit", list_audit),
+    ("GET", "/admin/requests", recent_requests),
+    ("GET", "/admin/circuits", circuits),
+    ("GET", "/admin/tenants", tenants),
     ("POST", "/admin/reload", reload),
 ]

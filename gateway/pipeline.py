@@ -64,7 +64,7 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
     finally:
         if enforcer is not None:
             enforcer.close(exchange.answer)
-        runtime.meter.record(exchange)
+        runtime.finished(exchange)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -115,6 +116,18 @@ def target_timeouts(model: ModelConfig, target: TargetConfig) -> Timeouts:
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One try on one target (wall-clock times, for traces and logs)."""
+
+    provider: str
+    model: str
+    started: float
+    ended: float = 0.0
+    error: str | None = None
+    """None on success, else the failure's reason (http_503, timeout, ...)."""
+
+
+@dataclass(slots=True)
 class Outcome:
     """What the attempts produced, for headers, metering and logs."""
 
@@ -122,6 +135,7 @@ class Outcome:
     target: Target | None = None
     upstream_s: float = 0.0
     failovers: list[str] = field(default_factory=list)
+    tries: list[Attempt] = field(default_factory=list)
 
 
 CallFactory = Callable[[Target], UpstreamCall]
@@ -178,12 +192,15 @@ class Router:
             outcome.attempts += 1
             outcome.target = target
             started = loop.time()
+            record = Attempt(target.provider.name, target.model, time.time())
+            outcome.tries.append(record)
             target.in_flight += 1
             try:
                 async with target.slot(wait_s):
                     reply = await self._send(target, make_call(target), is_content)
             except UpstreamError as exc:
                 outcome.upstream_s += loop.time() - started
+                record.ended, record.error = time.time(), exc.reason
                 failures.append(exc)
                 self._record_failure(target, exc)
                 if exc.status in CLIENT_FAULT_STATUSES:
@@ -195,11 +212,13 @@ class Router:
                 await asyncio.sleep(wait)
                 continue
             except BaseException:
+                record.ended, record.error = time.time(), "cancelled"
                 target.breaker.release_probe()
                 raise
             finally:
                 target.in_flight -= 1
             elapsed = loop.time() - started
+            record.ended = time.time()
             outcome.upstream_s += elapsed
             target.observe_latency(elapsed)
             target.breaker.record_success()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from gateway.batch import BatchWriter
 from gateway.bundle import Bundle, load_bundle
 from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import Config, ProviderConfig, TenantConfig
+from gateway.exchange import Exchange
 from gateway.limits import Admission, Quotas, open_backend
 from gateway.metering import Meter
 from gateway.metrics import Metrics
@@ -100,6 +101,8 @@ class Runtime:
         self.started_at = time.time()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self.observers: list[Callable[[Exchange], None]] = []
+        """Called with every finished request (request logs, traces); must be cheap and never raise."""
         self.draining = False
 
     # -- snapshots -----------------------------------------------------------------------
@@ -200,6 +203,15 @@ class Runtime:
         if keyring.tenant(key) is not None:
             raise errors.admin_only()
         raise errors.invalid_api_key("This endpoint needs an admin key: send 'Authorization: Bearer <admin key>'.")
+
+    def finished(self, exchange: Exchange) -> None:
+        """A request is over: meter it, then tell the observers."""
+        self.meter.record(exchange)
+        for observer in self.observers:
+            try:
+                observer(exchange)
+            except Exception:
+                log.exception("a request observer failed")
 
     def background(self, coroutine: Any) -> None:
         """Run work that must not delay the request (reviews, notifications); errors are logged."""

@@ -23,7 +23,10 @@ from gateway.config.model import (
     ServerConfig,
     StorageConfig,
     TargetConfig,
+    TelemetryConfig,
     TenantConfig,
+    TracesConfig,
+    UsageExportConfig,
 )
 from gateway.config.parse import build_config, hash_key, load_config
 from gateway.yamlsrc import Problem, load_yaml
@@ -33,9 +36,28 @@ DEMO_TENANT_KEY = "lg-demo-key"
 DEMO_ADMIN_KEY = "lg-demo-admin-key"
 
 __all__ = [
-    "DEMO_ADMIN_KEY", "DEMO_TENANT_KEY", "BudgetConfig", "CircuitConfig", "Config", "LimitsConfig",
-    "ModelConfig", "PricingConfig", "Problem", "ProviderConfig", "RetryConfig", "Secret", "ServerConfig",
-    "StorageConfig", "TargetConfig", "TenantConfig", "hash_key", "load_config", "quickstart_config",
+    "DEMO_ADMIN_KEY",
+    "DEMO_TENANT_KEY",
+    "BudgetConfig",
+    "CircuitConfig",
+    "Config",
+    "LimitsConfig",
+    "ModelConfig",
+    "PricingConfig",
+    "Problem",
+    "ProviderConfig",
+    "RetryConfig",
+    "Secret",
+    "ServerConfig",
+    "StorageConfig",
+    "TargetConfig",
+    "TelemetryConfig",
+    "TenantConfig",
+    "TracesConfig",
+    "UsageExportConfig",
+    "hash_key",
+    "load_config",
+    "quickstart_config",
 ]
 
 

@@ -141,6 +141,46 @@ class PricingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracesConfig:
+    """OpenTelemetry export (OTLP over HTTP, protobuf); absent means no tracing at all."""
+
+    endpoint: str
+    """e.g. http://otel-collector:4318/v1/traces"""
+    service_name: str = "lockgate"
+    headers: tuple[tuple[str, str], ...] = ()
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogsConfig:
+    format: str = "json"
+    """json: one JSON line per request; text: a readable line; off: no request log."""
+    content: bool = False
+    """Include message content (prompts and answers) in request logs. Off by default."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageExportConfig:
+    """Where finished ledger rows are also sent, in batches, off the request path."""
+
+    type: str
+    """webhook or elasticsearch (also OpenSearch)"""
+    url: str
+    index: str = "agent-metrics"
+    api_key: Secret | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    batch_size: int = 500
+    interval_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    traces: TracesConfig | None = None
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    usage_export: tuple[UsageExportConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None
     server: ServerConfig
@@ -151,6 +191,7 @@ class Config:
     models: dict[str, ModelConfig]
     tenants: dict[str, TenantConfig]
     pricing: PricingConfig
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     quickstart: bool = False
     lines: dict[str, int] = field(default_factory=dict)
     """Line numbers of some settings (by dotted path), for problems found after parsing."""

@@ -26,10 +26,11 @@ from gateway.config.model import (
     TenantConfig,
 )
 from gateway.config.reader import Reader
+from gateway.config.telemetry import read_telemetry
 from gateway.yamlsrc import Problem, YamlError, line_of, load_yaml
 
 TOP_KEYS = ("server", "storage", "admin_keys", "policies_dir", "providers", "models", "tenants",
-            "pricing")
+            "pricing", "telemetry")
 SERVER_KEYS = ("host", "port", "max_body_bytes", "max_json_depth", "max_messages", "max_tools",
                "max_header_bytes", "header_timeout_s", "body_timeout_s", "drain_timeout_s",
                "max_concurrent", "queue_timeout_s", "log_content", "cors_origins")
@@ -100,6 +101,7 @@ class _Builder(Reader):
             models=models,
             tenants=self.tenants(raw, models),
             pricing=self.pricing(raw, base_dir),
+            telemetry=read_telemetry(self, raw),
             quickstart=quickstart,
             lines=self.lines,
         )

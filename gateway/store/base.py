@@ -148,6 +148,13 @@ class LedgerQuery:
     tenant: str | None
     since: float
     until: float
+    limit: int | None = None
+    newest_first: bool = False
+
+    def order_sql(self) -> str:
+        """The ORDER BY / LIMIT tail both backends append (LIMIT is a validated int)."""
+        tail = " ORDER BY ts DESC" if self.newest_first else " ORDER BY ts"
+        return tail + (f" LIMIT {int(self.limit)}" if self.limit is not None else "")
 
 
 class Store(Protocol):

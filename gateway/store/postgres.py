@@ -119,7 +119,7 @@ class PostgresStore:
     async def ledger_rows(self, query: LedgerQuery) -> list[dict[str, Any]]:
         sql, params = _filtered(f"{_LEDGER_SELECT} WHERE ts >= $1 AND ts < $2", query.since, query.until,
                                 tenant=query.tenant)
-        return [dict(row) for row in await self._db.fetch(f"{sql} ORDER BY ts", *params)]
+        return [dict(row) for row in await self._db.fetch(sql + query.order_sql(), *params)]
 
     # -- approvals -----------------------------------------------------------------------
 

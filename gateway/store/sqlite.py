@@ -119,7 +119,7 @@ class SQLiteStore:
             if query.tenant is not None:
                 sql += " AND tenant = ?"
                 params.append(query.tenant)
-            return [dict(row) for row in db.execute(sql + " ORDER BY ts", params)]
+            return [dict(row) for row in db.execute(sql + query.order_sql(), params)]
         return await self._run(select)
 
 
