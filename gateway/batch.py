@@ -8,6 +8,7 @@ again; `stop()` flushes everything, so a graceful shutdown loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -27,6 +28,7 @@ class BatchWriter(Generic[Row]):
         self._rows: list[Row] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._lock = asyncio.Lock()
         self.listeners: list[Callable[[list[Row]], None]] = []
         self.dropped = 0
@@ -45,12 +47,12 @@ class BatchWriter(Generic[Row]):
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lockgate-{self.name}")
 
     async def stop(self) -> None:
+        """Stop the timer and write everything left. A write in progress is never cancelled:
+        cancelling it could lose its rows (or write them twice)."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            self._stopping = True
+            self._wake.set()
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush()
 
@@ -79,12 +81,14 @@ class BatchWriter(Generic[Row]):
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
                 failures = 0
@@ -94,7 +98,8 @@ class BatchWriter(Generic[Row]):
                 failures += 1
                 log.exception("%s write failed; %d rows kept for the next try", self.name, len(self._rows))
                 self._shed()
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
                 if failures >= 3:
                     await self._isolate()
 

@@ -15,6 +15,7 @@ Each stage raises `GatewayError` to stop the request; the client gets the envelo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -37,6 +38,7 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
     exchange = Exchange(request_id=request.get(REQUEST_ID) or new_request_id(), api=api)
     snapshot = runtime.snapshot
     enforcer: Enforcer | None = None
+    runtime.track(asyncio.current_task())
     try:
         exchange.tenant = await runtime.authenticate(request)
         parsed = parse_request(api, await read_body(request, snapshot.config.server.max_body_bytes),
@@ -61,6 +63,11 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
             return await respond_json(runtime, exchange, reply, enforcer)
     except GatewayError as exc:
         return error_response(exchange, exc)
+    except asyncio.CancelledError:
+        if not runtime.draining:
+            raise  # the client went away
+        return error_response(exchange, errors.service_unavailable(
+            "The gateway is shutting down and this request ran past its drain timeout; retry it."))
     finally:
         if enforcer is not None:
             enforcer.close(exchange.answer)

@@ -10,6 +10,7 @@ final `data: {"error": ...}` event, never a silent cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -80,9 +81,19 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     except GatewayError as failure:  # a stage ended the stream (e.g. a policy error)
         exchange.status, exchange.error_type = failure.status, failure.metric
         await response.write(error_event(failure))
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:
         exchange.status = CLIENT_CLOSED
         raise
+    except asyncio.CancelledError:
+        if not runtime.draining:
+            exchange.status = CLIENT_CLOSED  # the client went away
+            raise
+        # The drain timeout passed during shutdown: end the stream cleanly, never a silent cut.
+        failure = errors.service_unavailable("The gateway is shutting down and this stream ran past its drain "
+                                             "timeout; retry the request.")
+        exchange.status, exchange.error_type = failure.status, failure.metric
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write(error_event(failure))
     finally:
         exchange.finished = clock()
         await reply.close()

@@ -25,8 +25,9 @@ from typing import Any
 ERROR_TYPES = ("timeout", "rate_limit", "validation_error", "upstream_error", "policy", "budget")
 """The closed set of ledger `error_type` values; every report lists all of them, zeros included."""
 
-GROUP_KEYS = ("model", "agent", "provider", "day", "alias", "tenant")
-"""What `by=` may name. `day` is the UTC date of the row's `ts`; the others are ledger columns."""
+GROUP_KEYS = ("model", "agent", "provider", "day", "hour", "alias", "tenant")
+"""What `by=` may name. `day` is the UTC date of the row's `ts` (`2026-11-26`), `hour` the UTC hour it
+started in (`2026-11-26T05:00Z`); the others are ledger columns."""
 
 REPORT_COLUMNS = ("ts", "tenant", "agent", "alias", "provider", "model", "error_type", "input_tokens",
                   "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd",
@@ -102,6 +103,11 @@ def iso_utc(seconds: float) -> str:
 
 def utc_day(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
+def utc_hour(seconds: float) -> str:
+    """The UTC hour `seconds` falls in, as `2026-11-26T05:00Z`: sorts as text in time order, like `utc_day`."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:00Z")
 
 
 # --- percentiles -------------------------------------------------------------------------------
@@ -203,6 +209,8 @@ def _group_reader(by: str | None) -> Callable[[Mapping[str, Any]], str | None]:
         return lambda row: None
     if by == "day":
         return lambda row: utc_day(row["ts"])
+    if by == "hour":
+        return lambda row: utc_hour(row["ts"])
     return lambda row: row[by] or None  # an empty agent and no agent are the same group
 
 

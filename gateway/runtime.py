@@ -101,6 +101,7 @@ class Runtime:
         self.started_at = time.time()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self._requests: set[asyncio.Task[Any]] = set()
         self.observers: list[Callable[[Exchange], None]] = []
         """Called with every finished request (request logs, traces); must be cheap and never raise."""
         self.draining = False
@@ -203,6 +204,24 @@ class Runtime:
         if keyring.tenant(key) is not None:
             raise errors.admin_only()
         raise errors.invalid_api_key("This endpoint needs an admin key: send 'Authorization: Bearer <admin key>'.")
+
+    def track(self, task: asyncio.Task[Any] | None) -> None:
+        """Remember a request's task, so a drain that runs out of time can end it cleanly."""
+        if task is not None:
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let in-flight requests finish for up to `timeout_s`, then end the rest with an error."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self._requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._requests:
+            log.warning("drain timeout: ending %d requests still in flight", len(self._requests))
+            for task in list(self._requests):
+                task.cancel()
+            await asyncio.wait(list(self._requests), timeout=5)
 
     def finished(self, exchange: Exchange) -> None:
         """A request is over: meter it, then tell the observers."""

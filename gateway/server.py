@@ -1,7 +1,8 @@
 """Running the server: event loop, listening socket, signals, graceful drain.
 
 SIGTERM/SIGINT stop accepting, let in-flight requests and streams finish for up to
-`server.drain_timeout_s`, end the rest, flush the ledger and exit 0.
+`server.drain_timeout_s`, end the rest (a stream with a final error event, a pending
+request with 503), flush the ledger and exit 0. SIGHUP reloads the config.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = Fals
     try:
         await stop.wait()
     finally:
-        runtime.draining = True
         log.info("draining: waiting up to %.0fs for in-flight requests", server.drain_timeout_s)
-        await runner.cleanup()
+        await site.stop()  # no new connections; /readyz already answers 503
+        await runtime.drain(server.drain_timeout_s)
+        await runner.cleanup()  # closes idle connections, then the runtime flushes the ledger
         log.info("stopped")
 
 

@@ -32,7 +32,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"  admin key:     {DEMO_ADMIN_KEY}  (for /admin and /ui)")
         print("  models: " + ", ".join(config.models))
         print("These demo keys are public: use your own config (--config) for anything real.", flush=True)
-    print(f"Lockgate listening on http://{host}:{port}", flush=True)
+    print(f"Lockgate listening on http://{host}:{port}" +
+          (f" with {args.workers} workers" if args.workers > 1 else ""), flush=True)
+    if args.workers > 1:
+        if not config.storage.redis_url:
+            logging.getLogger("lockgate").warning(
+                "%d workers without storage.redis_url: rate limits and budgets are counted per worker",
+                args.workers)
+        from gateway.workers import supervise
+
+        return supervise(args.config, host, port, args.workers, args.log_level.upper())
     from gateway.server import run  # the server stack is only needed here
 
-    return run(bundle, host, port, reuse_port=args.workers > 1)
+    return run(bundle, host, port)

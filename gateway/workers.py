@@ -1,0 +1,84 @@
+"""`lockgate serve --workers N`: N processes sharing one port (SO_REUSEPORT).
+
+The parent only supervises: it starts the workers, restarts one that dies unexpectedly,
+and passes SIGTERM/SIGINT/SIGHUP on. Metrics use Prometheus multiprocess mode, so
+`/metrics` on any worker sums every worker. Counters that limits and budgets keep in
+memory are per worker: with several workers, set `storage.redis_url` so they are shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger("lockgate.workers")
+RESTART_BACKOFF_S = 1.0
+
+
+def _worker(config_path: str | None, host: str, port: int, log_level: str) -> None:
+    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s "
+                                                "%(message)s")
+    from gateway.bundle import load_bundle
+    from gateway.server import run
+
+    bundle, problems = load_bundle(Path(config_path) if config_path else None)
+    if bundle is None:
+        for problem in problems:
+            log.error("%s", problem)
+        raise SystemExit(1)
+    raise SystemExit(run(bundle, host, port, reuse_port=True))
+
+
+def supervise(config_path: Path | None, host: str, port: int, workers: int, log_level: str = "INFO") -> int:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="lockgate-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()  # a previous run's values must not be summed in
+    context = multiprocessing.get_context("spawn")
+    arguments = (str(config_path) if config_path else None, host, port, log_level)
+    processes = [context.Process(target=_worker, args=arguments, name=f"lockgate-{i}") for i in range(workers)]
+    for process in processes:
+        process.start()
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    while not stopping:
+        time.sleep(0.2)
+        for index, process in enumerate(processes):
+            if process.exitcode is not None and not stopping:
+                log.error("worker %s exited with %s; restarting it", process.pid, process.exitcode)
+                _mark_dead(process.pid)
+                time.sleep(RESTART_BACKOFF_S)
+                processes[index] = context.Process(target=_worker, args=arguments, name=process.name)
+                processes[index].start()
+    codes = []
+    for process in processes:
+        process.join()
+        _mark_dead(process.pid)
+        codes.append(process.exitcode or 0)
+    return max(codes, default=0)
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)

@@ -1,0 +1,181 @@
+"""Graceful shutdown and workers, on a real `lockgate serve` process: SIGTERM lets streams
+finish (or ends them with an error event after the drain timeout), loses no ledger row,
+and exits 0; `--workers 2` shares one port and sums its metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.fakes.openai_server import Script, State
+from tests.harness import TENANT_KEY, Server, base_config
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    def __init__(self, config: dict[str, Any], directory: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.db = directory / "ledger.db"
+        config["storage"] = {"url": f"sqlite:///{self.db}"}
+        path = directory / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.popen = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port",
+                                       str(self.port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.popen.kill()
+        raise AssertionError(self.popen.communicate()[0])
+
+    def ledger_rows(self) -> int:
+        with sqlite3.connect(self.db) as db:
+            return db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+
+    def stop(self) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=60)
+
+
+@pytest.fixture
+def process_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Process] = []
+
+    def start(config: dict[str, Any], *extra: str) -> Process:
+        process = Process(config, tmp_path, *extra)
+        started.append(process)
+        return process
+    yield start
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
+
+
+def stream(url: str, results: list[list[str]]) -> None:
+    lines: list[str] = []
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60,
+                          headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                          json={"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+                          ) as response:
+            lines.extend(line for line in response.iter_lines() if line.startswith("data:"))
+    except httpx.HTTPError as exc:
+        lines.append(f"transport error: {exc!r}")
+    results.append(lines)
+
+
+def start_streams(url: str, count: int) -> tuple[list[threading.Thread], list[list[str]]]:
+    results: list[list[str]] = []
+    threads = [threading.Thread(target=stream, args=(url, results)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def test_sigterm_lets_streams_finish_and_loses_no_row(process_factory: Any, openai_upstream: Server,
+                                                      upstream_state: State) -> None:
+    config = base_config(openai_upstream.url)
+    config["server"]["drain_timeout_s"] = 20
+    gateway = process_factory(config)
+    upstream_state.queue += [Script(content=" ".join(["word"] * 20), text_pieces=20, chunk_delay_s=0.05)
+                             for _ in range(8)]
+    threads, results = start_streams(gateway.url, 8)
+    time.sleep(0.4)
+    assert gateway.stop() == 0
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 8
+    assert all(lines[-1] == "data: [DONE]" for lines in results), [lines[-2:] for lines in results]
+    assert gateway.ledger_rows() == len(upstream_state.requests) == 8
+
+
+def test_streams_past_the_drain_timeout_end_with_an_error_event(process_factory: Any, openai_upstream: Server,
+                                                                upstream_state: State) -> None:
+    config = base_config(openai_upstream.url)
+    config["server"]["drain_timeout_s"] = 0.5
+    gateway = process_factory(config)
+    upstream_state.queue += [Script(content=" ".join(["word"] * 40), text_pieces=40, chunk_delay_s=0.2)
+                             for _ in range(3)]
+    threads, results = start_streams(gateway.url, 3)
+    time.sleep(0.6)
+    assert gateway.stop() == 0
+    for thread in threads:
+        thread.join(30)
+    for lines in results:
+        assert "shutting down" in lines[-1] and '"error"' in lines[-1], lines[-2:]
+    assert gateway.ledger_rows() == len(upstream_state.requests) == 3
+
+
+def test_sigterm_under_load_loses_no_ledger_row(process_factory: Any, openai_upstream: Server,
+                                                upstream_state: State) -> None:
+    config = base_config(openai_upstream.url)
+    config["server"]["drain_timeout_s"] = 10
+    gateway = process_factory(config)
+    upstream_state.queue += [Script(content="ok", delay_s=0.05) for _ in range(400)]
+    statuses: list[int] = []
+
+    def hammer() -> None:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(100):
+                try:
+                    statuses.append(http.post(f"{gateway.url}/v1/chat/completions",
+                                              headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                                              json={"model": "gpt-test", "messages": [{"role": "user",
+                                                                                       "content": "x"}]}
+                                              ).status_code)
+                except httpx.HTTPError:
+                    return  # the gateway stopped accepting
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    assert gateway.stop() == 0
+    for thread in threads:
+        thread.join(30)
+    assert statuses.count(200) > 0
+    assert gateway.ledger_rows() == len(upstream_state.requests)  # every request that reached the upstream
+
+
+def test_two_workers_share_the_port_and_sum_metrics(process_factory: Any, openai_upstream: Server,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    gateway = process_factory(base_config(openai_upstream.url), "--workers", "2")
+    with httpx.Client(timeout=30) as http:  # new connections, spread over the workers by the kernel
+        for _ in range(40):
+            response = httpx.post(f"{gateway.url}/v1/chat/completions",
+                                  headers={"Authorization": f"Bearer {TENANT_KEY}", "Connection": "close"},
+                                  json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+            assert response.status_code == 200
+        text = http.get(f"{gateway.url}/metrics").text
+    total = sum(float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith("lockgate_requests_total{") and 'tenant="acme"' in line)
+    assert total == 40
+    writers = {path.name.split("_")[-1] for path in metrics_dir.glob("counter_*.db")}
+    assert len(writers) >= 2  # both workers served requests
+    assert gateway.stop() == 0
