@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import admin, errors
+from gateway import admin, errors, ui_routes
 from gateway.errors import GatewayError
-from gateway.exchange import REQUEST_ID, new_request_id
+from gateway.exchange import EXTRA_HEADERS, REQUEST_ID, new_request_id
 from gateway.pipeline import handle_model_call
 from gateway.runtime import Runtime
 from gateway.usage_api import admin_usage, tenant_usage
@@ -21,7 +21,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[envelope_middleware],
+    app = web.Application(middlewares=[envelope_middleware, cors_middleware],
                           client_max_size=runtime.snapshot.config.server.max_body_bytes + 1)
     app[RUNTIME] = runtime
 
@@ -42,6 +42,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    ui_routes.add_routes(app)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
@@ -77,6 +78,31 @@ async def envelope_middleware(request: web.Request, handler: Handler) -> web.Str
         response = error_response(errors.internal_error(request_id))
     if not response.prepared and "X-Request-Id" not in response.headers:
         response.headers["X-Request-Id"] = request_id
+    return response
+
+
+CORS_HEADERS = "Authorization, Content-Type, X-Api-Key, X-Lockgate-Agent, X-Lockgate-Approval, OpenAI-Beta"
+CORS_EXPOSE = "X-Request-Id, X-Lockgate-Provider, X-Lockgate-Model, X-Lockgate-Attempts, X-Lockgate-Policies, " \
+    "X-Lockgate-Overhead-Ms, Retry-After"
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Cross-origin access only for the origins listed in `server.cors_origins` (none by default)."""
+    origin = request.headers.get("Origin")
+    allowed = request.app[RUNTIME].snapshot.config.server.cors_origins
+    if origin is None or not allowed or (origin not in allowed and "*" not in allowed):
+        return await handler(request)
+    cors = {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE, "Vary": "Origin"}
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers.update({"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                                 "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600"})
+    else:
+        request[EXTRA_HEADERS] = cors  # streams are prepared inside the handler
+        response = await handler(request)
+    if not response.prepared:
+        response.headers.update(cors)
     return response
 
 

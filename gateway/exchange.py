@@ -20,6 +20,8 @@ from gateway.usage import Usage
 from providers.base import Api
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+EXTRA_HEADERS: web.RequestKey[dict] = web.RequestKey("extra_headers", dict)
+"""Headers a middleware wants on the response, for responses a handler prepares itself (streams)."""
 
 
 def new_request_id() -> str:

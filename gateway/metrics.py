@@ -97,6 +97,9 @@ class Metrics:
             registry=r, multiprocess_mode="livemax"))
         self.reload_failures = Counter(
             "lockgate_config_reload_failures", "Config or policy reloads refused.", registry=r)
+        self.usage_export_dropped = _Children(Counter(
+            "lockgate_usage_export_dropped", "Usage rows a usage exporter gave up on: queue full, refused by the "
+            "receiver, or still unsent at shutdown.", ["sink", "reason"], registry=r))
         self.in_flight = Gauge(
             "lockgate_in_flight_requests", "Requests being served now.", registry=r,
             multiprocess_mode="livesum")

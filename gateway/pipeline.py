@@ -21,6 +21,7 @@ import logging
 from aiohttp import web
 
 from gateway import errors
+from gateway.config import ServerConfig
 from gateway.enforcement import Enforcer
 from gateway.errors import GatewayError
 from gateway.events import is_content_event
@@ -41,8 +42,7 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
     runtime.track(asyncio.current_task())
     try:
         exchange.tenant = await runtime.authenticate(request)
-        parsed = parse_request(api, await read_body(request, snapshot.config.server.max_body_bytes),
-                               snapshot.config.server)
+        parsed = parse_request(api, await read_body(request, snapshot.config.server), snapshot.config.server)
         exchange.alias, exchange.body, exchange.stream = parsed.alias, parsed.body, parsed.stream
         exchange.agent = agent_name(request.headers.get("X-Lockgate-Agent"), parsed.body)
         route = resolve_route(runtime, exchange)
@@ -74,17 +74,24 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         runtime.finished(exchange)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes the limit (never read whole first)."""
+async def read_body(request: web.Request, server: ServerConfig) -> bytes:
+    """The body, refused as soon as it passes the size limit or the time limit."""
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise errors.request_too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise errors.request_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(server.body_timeout_s):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.request_too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise errors.GatewayError(408, "invalid_request_error", "request_timeout",
+                                  f"The request body did not arrive within {server.body_timeout_s:g}s "
+                                  "(server.body_timeout_s).") from None
     return b"".join(chunks)
 
 

@@ -21,7 +21,7 @@ from gateway import errors
 from gateway.enforcement import PendingHold, PolicyStage
 from gateway.errors import GatewayError
 from gateway.events import checked_payload, is_terminal
-from gateway.exchange import Exchange
+from gateway.exchange import EXTRA_HEADERS, Exchange
 from gateway.metering import UsageWatch
 from gateway.stages import StageChain
 from providers.base import UpstreamError, UpstreamReply
@@ -51,7 +51,8 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
                        policy: PolicyStage | None) -> web.StreamResponse:
     assert reply.events is not None
     stages = StageChain([UsageWatch(exchange), *([policy] if policy is not None else [])])
-    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers()})
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers(),
+                                                       **request.get(EXTRA_HEADERS, {})})
     events = reply.events
     clock = time.perf_counter
     complete = False

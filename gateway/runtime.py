@@ -26,6 +26,7 @@ from gateway.bundle import Bundle, load_bundle
 from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import Config, ProviderConfig, TenantConfig
 from gateway.exchange import Exchange
+from gateway.guard import AuthFailures
 from gateway.limits import Admission, Quotas, open_backend
 from gateway.metering import Meter
 from gateway.metrics import Metrics
@@ -34,6 +35,7 @@ from gateway.pricing import PriceTable
 from gateway.reloader import watch
 from gateway.router import Route, Router, Target, target_timeouts
 from gateway.store import AuditEvent, LedgerRow, Store, open_store
+from gateway.telemetry import install_telemetry
 from gateway.yamlsrc import Problem
 from providers.base import Provider
 from providers.registry import build_provider
@@ -99,6 +101,7 @@ class Runtime:
         self.limit_backend = open_backend(config.storage.redis_url)
         self.admission = Admission(self, Quotas(self.limit_backend, self.metrics))
         self.started_at = time.time()
+        self.auth_failures = AuthFailures(config.server.auth_failures_per_minute)
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._requests: set[asyncio.Task[Any]] = set()
@@ -144,6 +147,7 @@ class Runtime:
     def apply(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.meter.prices = snapshot.prices
+        self.auth_failures.limit = snapshot.config.server.auth_failures_per_minute
 
     async def reload(self) -> ReloadResult:
         """Load and validate everything again; swap it in only if all of it is valid."""
@@ -172,11 +176,13 @@ class Runtime:
     # -- per request ---------------------------------------------------------------------
 
     async def authenticate(self, request: web.Request) -> TenantConfig:
+        self.auth_failures.check(request.remote)
         key = presented_key(request.headers)
         tenant = self.snapshot.keyring.tenant(key)
         if tenant is None and key:
             tenant = await self._minted_since_refresh(key)
         if tenant is None:
+            self.auth_failures.failed(request.remote)
             raise errors.invalid_api_key()
         return tenant
 
@@ -197,10 +203,12 @@ class Runtime:
 
     def require_admin(self, request: web.Request) -> None:
         """Admin endpoints: 401 without a valid key, 403 for a tenant key."""
+        self.auth_failures.check(request.remote)
         key = presented_key(request.headers)
         keyring = self.snapshot.keyring
         if keyring.is_admin(key):
             return
+        self.auth_failures.failed(request.remote)
         if keyring.tenant(key) is not None:
             raise errors.admin_only()
         raise errors.invalid_api_key("This endpoint needs an admin key: send 'Authorization: Bearer <admin key>'.")
@@ -249,6 +257,7 @@ class Runtime:
         await self.store.open()
         await self.refresh_keys()
         await self.admission.quotas.seed(self.snapshot.config.tenants, self.store, time.time())
+        self._stop_telemetry = install_telemetry(self)
         self.ledger.start()
         self.audit.start()
         await self.approvals.start()
@@ -264,6 +273,7 @@ class Runtime:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.approvals.stop()
         await self.ledger.stop()
+        await self._stop_telemetry()  # after the ledger's last flush, so its rows are exported too
         await self.audit.stop()
         await self.limit_backend.close()
         for _, provider in self._providers.values():

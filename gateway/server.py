@@ -16,6 +16,8 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.bundle import Bundle
+from gateway.config import ServerConfig
+from gateway.guard import GuardedRunner
 from gateway.runtime import Runtime
 
 log = logging.getLogger("lockgate.server")
@@ -29,15 +31,21 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def make_runner(app: web.Application, server: ServerConfig) -> GuardedRunner:
+    """The runner every Lockgate server uses: handlers cancelled with their connection, slow
+    request heads cut off, header size capped."""
+    return GuardedRunner(app, server.header_timeout_s, handler_cancellation=True,
+                         shutdown_timeout=server.drain_timeout_s, access_log=None,
+                         max_field_size=server.max_header_bytes, max_line_size=server.max_header_bytes)
+
+
 async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = False,
                 ready: asyncio.Event | None = None, announce: bool = True) -> None:
     config = bundle.config
     runtime = Runtime(bundle)
     app = create_app(runtime)
     server = config.server
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=server.drain_timeout_s,
-                           access_log=None, max_field_size=server.max_header_bytes,
-                           max_line_size=server.max_header_bytes)
+    runner = make_runner(app, server)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
     await site.start()

@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.bundle import load_bundle
 from gateway.runtime import Runtime
+from gateway.server import make_runner
 from tests.fakes import openai_server
 from tests.fakes.openai_server import State
 
@@ -65,7 +66,10 @@ class Server:
 async def start_app(app: web.Application, **runner_options: Any) -> Server:
     # Handlers die with their connection, and shutdown does not wait on a hanging one.
     runner_options = {"handler_cancellation": True, "shutdown_timeout": 1.0, **runner_options}
-    runner = web.AppRunner(app, access_log=None, **runner_options)
+    return await start_runner(web.AppRunner(app, access_log=None, **runner_options))
+
+
+async def start_runner(runner: web.AppRunner) -> Server:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -101,7 +105,7 @@ def fault_config(pair: Pair, *, with_backup: bool = True, **model: Any) -> dict[
 def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     """A gateway.yaml (as a dict) with one OpenAI-compatible upstream and two tenants."""
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": 0},
+        "server": {"host": "127.0.0.1", "port": 0, "drain_timeout_s": 1},
         "admin_keys": [sha(ADMIN_KEY)],
         "providers": {"upstream": {"type": "openai", "base_url": f"{upstream_url}/v1",
                                    "api_key": openai_server.API_KEY}},
@@ -139,5 +143,6 @@ async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
     loaded, problems = load_bundle(path)
     assert loaded is not None, problems
     runtime = Runtime(loaded)
-    server = await start_app(create_app(runtime))
+    runner = make_runner(create_app(runtime), loaded.config.server)
+    server = await start_runner(runner)
     return Gateway(url=server.url, runtime=runtime, server=server, config_path=path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from gateway.bundle import Bundle
 from gateway.cli.common import add_config_argument, load_bundle_or_exit
 from gateway.config import DEMO_ADMIN_KEY, DEMO_TENANT_KEY
 
@@ -20,8 +21,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gateway.request_log import configure_logging  # with the server stack, only needed here
+
     bundle = load_bundle_or_exit(args.config)
+    log_writer = configure_logging(args.log_level, bundle.config.telemetry.logs.format)
+    try:
+        return _serve(args, bundle)
+    finally:
+        log_writer.stop()  # writes what is still queued
+
+
+def _serve(args: argparse.Namespace, bundle: Bundle) -> int:
     config = bundle.config
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port

@@ -38,8 +38,9 @@ class ServerConfig:
     max_concurrent: int = 4096
     """Global cap on in-flight upstream requests."""
     queue_timeout_s: float = 5.0
-    log_content: bool = False
     cors_origins: tuple[str, ...] = ()
+    auth_failures_per_minute: int = 30
+    """Failed authentications allowed per client address per minute; then 429 (0 = no limit)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ TOP_KEYS = ("server", "storage", "admin_keys", "policies_dir", "providers", "mod
             "pricing", "telemetry")
 SERVER_KEYS = ("host", "port", "max_body_bytes", "max_json_depth", "max_messages", "max_tools",
                "max_header_bytes", "header_timeout_s", "body_timeout_s", "drain_timeout_s",
-               "max_concurrent", "queue_timeout_s", "log_content", "cors_origins")
+               "max_concurrent", "queue_timeout_s", "cors_origins", "auth_failures_per_minute")
 PROVIDER_KEYS = ("type", "api_key", "base_url", "api_version", "headers", "max_connections")
 TIMEOUT_KEYS = ("timeout_s", "connect_timeout_s", "first_token_timeout_s", "idle_timeout_s")
 TARGET_KEYS = ("provider", "model", "weight", "max_concurrent", *TIMEOUT_KEYS)

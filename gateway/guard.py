@@ -1,0 +1,123 @@
+"""Abuse limits below the application: slow clients and failed-auth floods.
+
+`HeaderDeadline` wraps each connection's protocol: a client that has not finished
+sending its request head within `server.header_timeout_s` (a slowloris) gets a 408 and
+the connection closes. `AuthFailures` counts failed authentications per client address
+and answers 429 to an address that keeps guessing keys, before any key is looked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway import errors
+
+HEAD_END = b"\r\n\r\n"
+_TIMEOUT_BODY = errors.GatewayError(
+    408, "invalid_request_error", "request_timeout",
+    "The request head did not arrive in time (server.header_timeout_s); send the whole request promptly.").body()
+TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
+
+
+class HeaderDeadline(asyncio.Protocol):
+    """A protocol in front of aiohttp's: closes connections whose first request head is too slow."""
+
+    def __init__(self, inner: Any, timeout_s: float) -> None:
+        self._inner = inner
+        self._timeout_s = timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._expire)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            window = self._tail + data  # the end of the head may straddle two reads
+            if HEAD_END in window:
+                self._timer.cancel()
+                self._timer = None
+            else:
+                self._tail = window[-(len(HEAD_END) - 1):]
+        self._inner.data_received(data)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(TIMEOUT_RESPONSE)
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose connections go through `HeaderDeadline`."""
+
+    def __init__(self, app: web.Application, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout_s = header_timeout_s
+
+    @property
+    def server(self) -> Callable[[], HeaderDeadline] | None:  # type: ignore[override]
+        factory = super().server
+        if factory is None:
+            return None
+        timeout = self._header_timeout_s
+        return lambda: HeaderDeadline(factory(), timeout)
+
+
+class AuthFailures:
+    """At most `limit` failed authentications per client address per `window_s`."""
+
+    def __init__(self, limit: int = 30, window_s: float = 60.0, max_addresses: int = 100_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._max = max_addresses
+        self._failures: dict[str, tuple[float, int]] = {}
+
+    def check(self, address: str | None) -> None:
+        """Refuse an address over its budget of failures (429) before looking at its key."""
+        if not self.limit:
+            return
+        entry = self._failures.get(address or "")
+        if entry is None:
+            return
+        started, count = entry
+        now = time.monotonic()
+        if now - started > self.window_s:
+            del self._failures[address or ""]
+        elif count >= self.limit:
+            raise errors.rate_limited("Too many failed authentications from this address; wait before retrying.",
+                                      retry_after=self.window_s - (now - started))
+
+    def failed(self, address: str | None) -> None:
+        key = address or ""
+        now = time.monotonic()
+        started, count = self._failures.get(key, (now, 0))
+        if now - started > self.window_s:
+            started, count = now, 0
+        if len(self._failures) >= self._max and key not in self._failures:
+            self._failures.clear()  # bounded memory under a spray of addresses
+        self._failures[key] = (started, count + 1)
