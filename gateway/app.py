@@ -17,6 +17,7 @@ from providers.base import CHAT, EMBEDDINGS, RESPONSES
 
 log = logging.getLogger("lockgate.app")
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+OPERATIONS = frozenset({"/healthz", "/readyz", "/metrics"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -68,7 +69,12 @@ async def envelope_middleware(request: web.Request, handler: Handler) -> web.Str
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
     try:
-        response = await handler(request)
+        if request.app[RUNTIME].draining and request.path not in OPERATIONS:
+            # A new request on a kept-alive connection while shutting down: send it elsewhere.
+            response = error_response(errors.service_unavailable("The gateway is shutting down; retry the request."))
+            response.force_close()
+        else:
+            response = await handler(request)
     except GatewayError as exc:
         response = error_response(exc)
     except web.HTTPException as exc:

@@ -79,6 +79,11 @@ class GuardedRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self._header_timeout_s = header_timeout_s
 
+    def close_idle_connections(self) -> None:
+        """Keep-alive connections close after their current request (the drain has begun)."""
+        if self._server is not None:
+            self._server.pre_shutdown()
+
     @property
     def server(self) -> Callable[[], HeaderDeadline] | None:  # type: ignore[override]
         factory = super().server

@@ -69,7 +69,8 @@ async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = Fals
         await stop.wait()
     finally:
         log.info("draining: waiting up to %.0fs for in-flight requests", server.drain_timeout_s)
-        await site.stop()  # no new connections; /readyz already answers 503
+        await site.stop()  # no new connections; /readyz answers 503
+        runner.close_idle_connections()
         await runtime.drain(server.drain_timeout_s)
         await runner.cleanup()  # closes idle connections, then the runtime flushes the ledger
         log.info("stopped")

@@ -73,19 +73,22 @@ class TraceObserver:
         if exchange.status >= 500:
             span.set_status(Status(StatusCode.ERROR, exchange.error_type))
         parent = trace.set_span_in_context(span)
-        for number, attempt in enumerate(exchange.outcome.tries, start=1):
-            self._attempt_span(exchange, attempt, number, parent, end)
+        tries = exchange.outcome.tries
+        for number, attempt in enumerate(tries, start=1):
+            # The router's clock for an attempt stops at the first content; the attempt
+            # that serves a stream goes on until the stream ends, with the request.
+            streaming = exchange.stream and exchange.reached_upstream and attempt is tries[-1]
+            self._attempt_span(exchange, attempt, number, parent,
+                               end if streaming or not attempt.ended else _nanos(attempt.ended))
         span.end(end_time=end)
 
-    def _attempt_span(self, exchange: Exchange, attempt: Attempt, number: int, parent: Any, request_end: int
-                      ) -> None:
+    def _attempt_span(self, exchange: Exchange, attempt: Attempt, number: int, parent: Any, end: int) -> None:
         span: Span = self.tracer.start_span(
             f"{OPERATIONS[exchange.api]} {attempt.model}", context=parent, kind=SpanKind.CLIENT,
             start_time=_nanos(attempt.started), attributes=self.attempt_attributes(exchange, attempt, number))
         if attempt.error:
             span.set_status(Status(StatusCode.ERROR, attempt.error))
-        # An attempt still open when the request ended (a stream) ends with the request.
-        span.end(end_time=_nanos(attempt.ended) if attempt.ended else request_end)
+        span.end(end_time=end)
 
     def request_attributes(self, exchange: Exchange) -> dict[str, Any]:
         usage = exchange.usage

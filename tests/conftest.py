@@ -12,6 +12,7 @@ from agents import set_tracing_disabled
 from tests.fakes import openai_server
 from tests.harness import BackgroundLoop, Gateway, Pair, Server, base_config, start_app, start_gateway
 
+pytest_plugins = ("tests.pg", "tests.services", "tests.processes")
 set_tracing_disabled(True)  # the Agents SDK would try to export traces to OpenAI
 
 

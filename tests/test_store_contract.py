@@ -32,7 +32,6 @@ from gateway.store.schema import POSTGRES_MIGRATIONS
 if TYPE_CHECKING:
     from tests.pg import PostgresServer
 
-pytest_plugins = ("tests.pg",)
 
 EVERYTHING = LedgerQuery(tenant=None, since=0.0, until=1e12)
 LOCK_WAIT_S = 10.0

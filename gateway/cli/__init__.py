@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.cli import approvals, check, keys, policy, serve, usage
+from gateway.cli import eval as eval_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.register(commands)
     policy.register(commands)
     approvals.register(commands)
+    eval_command.register(commands)
     return parser
 
 

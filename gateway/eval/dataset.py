@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.eval.schema import schema_problems
 from gateway.yamlsrc import SourceList, SourceMap, YamlError, line_of, parse_yaml
@@ -96,6 +96,8 @@ def load_dataset(path: Path) -> list[Case]:
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for number, (raw, line) in enumerate(entries, 1):
+        if raw is _UNREADABLE:
+            continue
         case, messages = _case(raw, number, line)
         problems += [DatasetProblem(str(path), number, found_line, message) for found_line, message in messages]
         if case is None:
@@ -115,6 +117,8 @@ def load_dataset(path: Path) -> list[Case]:
 # --- files -------------------------------------------------------------------------------------
 
 Entries = list[tuple[Any, int]]
+_UNREADABLE = object()
+"""A JSONL line that is not JSON: it keeps its case number, its problem is already reported."""
 
 
 def _yaml_entries(text: str, file: str) -> tuple[Entries, list[DatasetProblem]]:
@@ -143,7 +147,8 @@ def _jsonl_entries(text: str, file: str) -> tuple[Entries, list[DatasetProblem]]
         try:
             entries.append((json.loads(line), line_number))
         except json.JSONDecodeError as exc:
-            problems.append(DatasetProblem(file, len(entries) + len(problems) + 1, line_number,
+            entries.append((_UNREADABLE, line_number))
+            problems.append(DatasetProblem(file, len(entries), line_number,
                                            f"invalid JSON: {exc.msg} at column {exc.colno}"))
     return entries, problems
 
@@ -162,8 +167,11 @@ def _case(raw: Any, number: int, line: int) -> tuple[Case | None, Found]:
     def where(key: str) -> int:
         return line_of(raw, key) or line
 
+    def reporter(key: str) -> Report:
+        return lambda message, at=0: found.append((at or where(key), message))
+
     def problem(key: str, message: str) -> None:
-        found.append((where(key), message))
+        reporter(key)(message)
 
     for key in raw:
         if key not in _CASE_KEYS:
@@ -174,8 +182,8 @@ def _case(raw: Any, number: int, line: int) -> tuple[Case | None, Found]:
     category = raw.get("category", DEFAULT_CATEGORY)
     if not isinstance(category, str) or not category.strip():
         problem("category", "'category' must be a non-empty string")
-    messages = _messages(raw.get("input"), lambda message: problem("input", message))
-    tools = _tools(raw.get("tools"), lambda message: problem("tools", message))
+    messages = _messages(raw.get("input"), reporter("input"))
+    tools = _tools(raw.get("tools"), reporter("tools"))
     ignore_case = raw.get("ignore_case", False)
     if not isinstance(ignore_case, bool):
         problem("ignore_case", "'ignore_case' must be true or false")
@@ -187,7 +195,7 @@ def _case(raw: Any, number: int, line: int) -> tuple[Case | None, Found]:
     elif match not in MATCH_TYPES:
         problem("match", f"unknown match type {match!r}; use one of {', '.join(MATCH_TYPES)}")
     else:
-        expected = EXPECTATIONS[match](raw, tools, lambda message: problem("expected", message))
+        expected = EXPECTATIONS[match](raw, tools, reporter("expected"))
         if match == "judge" and not (isinstance(rubric, str) and rubric.strip()):
             problem("rubric", "a judge case needs 'rubric': what the judge should look for")
     if rubric is not None and match != "judge":
@@ -201,7 +209,9 @@ def _case(raw: Any, number: int, line: int) -> tuple[Case | None, Found]:
                 match=match, expected=expected, ignore_case=ignore_case, rubric=rubric, line=line), []
 
 
-Report = Callable[[str], None]
+class Report(Protocol):
+    def __call__(self, message: str, line: int = 0, /) -> None:
+        """Record a problem at `line` (0: the line of the field being checked)."""
 
 
 def _messages(value: Any, report: Report) -> list[dict[str, Any]] | None:
@@ -212,10 +222,11 @@ def _messages(value: Any, report: Report) -> list[dict[str, Any]] | None:
         return None
     for index, message in enumerate(value):
         if not isinstance(message, Mapping) or message.get("role") not in ROLES:
-            report(f"input[{index}] must be a message with 'role' one of {', '.join(ROLES)}")
+            report(f"input[{index}] must be a message with 'role' one of {', '.join(ROLES)}", line_of(value, index))
             return None
         if message["role"] in ("system", "developer", "user") and not isinstance(message.get("content"), str | list):
-            report(f"input[{index}] ({message['role']}) needs 'content': a string or a list of parts")
+            report(f"input[{index}] ({message['role']}) needs 'content': a string or a list of parts",
+                   line_of(value, index))
             return None
     return plain(value)
 
@@ -231,13 +242,13 @@ def _tools(value: Any, report: Report) -> list[dict[str, Any]] | None:
     for index, tool in enumerate(value):
         function = tool.get("function", tool) if isinstance(tool, Mapping) else None
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str) or not function["name"]:
-            report(f"tools[{index}] needs a function 'name'")
+            report(f"tools[{index}] needs a function 'name'", line_of(value, index))
             return None
         if "parameters" in function and not isinstance(function["parameters"], Mapping):
-            report(f"tools[{index}].parameters must be a JSON schema object")
+            report(f"tools[{index}].parameters must be a JSON schema object", line_of(value, index))
             return None
         if isinstance(tool, Mapping) and tool.get("type", "function") != "function":
-            report(f"tools[{index}].type must be 'function'")
+            report(f"tools[{index}].type must be 'function'", line_of(value, index))
             return None
         tools.append({"type": "function", "function": plain(function)})
     return tools

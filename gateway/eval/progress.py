@@ -19,6 +19,7 @@ class ProgressBar:
         self.done = 0
         self.errors = 0
         self.verdicts = {"correct": 0, "partial": 0, "incorrect": 0}
+        self._drawn = 0
 
     def add(self, result: RunResult) -> None:
         self.done += 1
@@ -31,8 +32,9 @@ class ProgressBar:
         percent = 100 * self.done // self.total if self.total else 100
         counts = "  ".join(f"{count} {verdict}" for verdict, count in self.verdicts.items())
         errors = f"  {self.errors} error{'' if self.errors == 1 else 's'}" if self.errors else ""
-        self.stream.write(f"\r[{'#' * filled}{'.' * (_WIDTH - filled)}] {self.done}/{self.total} {percent:3d}%  "
-                          f"{counts}{errors}")
+        line = f"[{'#' * filled}{'.' * (_WIDTH - filled)}] {self.done}/{self.total} {percent:3d}%  {counts}{errors}"
+        self.stream.write("\r" + line.ljust(self._drawn))  # spaces wipe what a longer line left behind
+        self._drawn = len(line)
         self.stream.flush()
 
     def close(self) -> None:

@@ -19,8 +19,10 @@ from typing import Any
 from gateway.eval.runner import RunResult
 from gateway.eval.scoring import CREDIT, VERDICTS
 
-# The same money and time formats as `lockgate usage`, so the two tables read alike.
-from gateway.reporting import LATENCY_PERCENTILES, _dollars, _milliseconds, nearest_rank
+# The same money and time formats as `lockgate usage`, so the tables read alike.
+from gateway.reporting import LATENCY_PERCENTILES, nearest_rank
+from gateway.reporting import _dollars as dollars
+from gateway.reporting import _milliseconds as milliseconds
 
 _COST_DECIMALS = 10
 _RATIO_DECIMALS = 4
@@ -89,7 +91,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [_aligned([["ALIAS", *(name.upper() for name in _ALIAS_COLUMNS)],
                        *([alias, *_alias_cells(summary["aliases"][alias])] for alias in aliases)])]
     lines.append(_aligned([["CATEGORY", *aliases],
-                           *([category, *(_percent(by_alias[alias]["accuracy"]) for alias in aliases)]
+                           *([category, *(percent(by_alias[alias]["accuracy"]) for alias in aliases)]
                              for category, by_alias in summary["categories"].items())]))
     notes = [f"{alias}: {kind} x{count}" for alias in aliases
              for kind, count in summary["aliases"][alias]["errors"].items()]
@@ -103,18 +105,18 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("? some runs used a model with no price: their cost is not counted.")
     judge_cost = sum(summary["aliases"][alias]["judge_cost_usd"] for alias in aliases)
     if judge_cost:
-        lines.append(f"judge cost: {_dollars(judge_cost)} USD (not in the aliases' cost)")
+        lines.append(f"judge cost: {dollars(judge_cost)} USD (not in the aliases' cost)")
     return "\n\n".join(lines) + "\n"
 
 
 def _alias_cells(figures: dict[str, Any]) -> list[str]:
     latency = figures["latency_ms"]
-    cost = _dollars(figures["cost_usd"]) + ("?" if figures["unpriced_runs"] else "")
+    cost = dollars(figures["cost_usd"]) + ("?" if figures["unpriced_runs"] else "")
     return [str(figures["runs"]), str(figures["correct"]), str(figures["partial"]), str(figures["incorrect"]),
-            _percent(figures["accuracy"]), _percent(figures["error_rate"]),
-            *(_milliseconds(latency[name]) for name, _ in LATENCY_PERCENTILES),
+            percent(figures["accuracy"]), percent(figures["error_rate"]),
+            *(milliseconds(latency[name]) for name, _ in LATENCY_PERCENTILES),
             f"{figures['input_tokens']:,}", f"{figures['output_tokens']:,}", cost,
-            _dollars(figures["cost_per_run_usd"])]
+            dollars(figures["cost_per_run_usd"])]
 
 
 def _aligned(rows: list[list[str]]) -> str:
@@ -124,7 +126,8 @@ def _aligned(rows: list[list[str]]) -> str:
                      for row in rows)
 
 
-def _percent(ratio: float) -> str:
+def percent(ratio: float) -> str:
+    """`0.875` as `87.5%`."""
     return f"{ratio * 100:.1f}%"
 
 

@@ -75,15 +75,15 @@ def dot_plot(title: str, series: Sequence[str], values: Mapping[str, Sequence[fl
             parts.append(f'<circle class="point" data-series="{escape(name)}" data-value="{number:g}" '
                          f'cx="{left + number * scale:.1f}" cy="{middle + jitter:.1f}" r="3.5" fill="{color(s)}" '
                          f'fill-opacity="0.6"><title>{escape(name)}: {fmt(number)}</title></circle>')
-        for label, number in markers.get(name, {}).items():
-            if number is None:
-                continue
+        for index, (label, number) in enumerate(_merged(markers.get(name, {}))):
             x = left + number * scale
             parts.append(f'<line class="marker" data-series="{escape(name)}" data-marker="{escape(label)}" '
-                         f'x1="{x:.1f}" x2="{x:.1f}" y1="{middle - row_h * 0.4:.1f}" y2="{middle + row_h * 0.4:.1f}" '
+                         f'x1="{x:.1f}" x2="{x:.1f}" y1="{middle - row_h * 0.35:.1f}" y2="{middle + row_h * 0.35:.1f}" '
                          f'stroke="{_INK}" stroke-width="2"><title>{escape(name)} {escape(label)}: {fmt(number)}'
                          f"</title></line>")
-            parts.append(_text(x, middle - row_h * 0.42, escape(label), "middle", size=10))
+            # Labels alternate above and below the row, so close percentiles stay readable.
+            label_y = middle - row_h * 0.38 if index % 2 == 0 else middle + row_h * 0.38 + 9
+            parts.append(_text(x, label_y, escape(label), "middle", size=10))
     return _svg(title, height, parts)
 
 
@@ -108,6 +108,15 @@ def horizontal_bars(title: str, series: Sequence[str], values: Mapping[str, floa
 
 
 # --- pieces ------------------------------------------------------------------------------------
+
+
+def _merged(markers: Mapping[str, float | None]) -> list[tuple[str, float]]:
+    """Markers by value, those at the same value under one label (`p99 = p99.9`)."""
+    by_value: dict[float, list[str]] = {}
+    for label, number in markers.items():
+        if number is not None:
+            by_value.setdefault(number, []).append(label)
+    return [(" = ".join(labels), number) for number, labels in sorted(by_value.items())]
 
 
 def _svg(title: str, height: float, parts: list[str]) -> str:

@@ -28,7 +28,7 @@ function what(record) {
 }
 
 function detail(label, value) {
-  return [h("dt", {}, label), h("dd", {}, value ?? NONE)];
+  return h("div", {}, h("dt", {}, label), h("dd", {}, value ?? NONE));
 }
 
 function countdown(record) {
@@ -97,6 +97,8 @@ function showEmptiness() {
   }
 }
 
+const cardExpiry = (element) => Number(element.querySelector(".countdown").dataset.expires);
+
 function showQueue(records) {
   const list = byId("approvals-pending");
   const waiting = records.filter((record) => !decided.has(record.id));
@@ -124,8 +126,6 @@ function showQueue(records) {
   badge.textContent = String(waiting.length);
   badge.hidden = !waiting.length;
 }
-
-const cardExpiry = (element) => Number(element.querySelector(".countdown").dataset.expires);
 
 const HISTORY_COLUMNS = [
   {label: "Decided", key: "decided_at", cell: (r) => utc(r.decided_at)},

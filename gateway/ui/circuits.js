@@ -16,7 +16,7 @@ const COLUMNS = [
    cell: (target) => (target.retry_after_s > 0 ? span(target.retry_after_s) : "–")},
   {label: "In flight", key: "in_flight", numeric: true, cell: (target) => count(target.in_flight)},
   {label: "Latency (EWMA)", key: "latency_ewma_ms", numeric: true,
-   cell: (target) => milliseconds(target.latency_ewma_ms)},
+   cell: (target) => (target.latency_ewma_ms ? milliseconds(target.latency_ewma_ms) : "–")}, // 0: never used
 ];
 
 export const circuitsView = {

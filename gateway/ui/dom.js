@@ -40,18 +40,20 @@ export function chip(text, tone = "neutral") {
   return h("span", {class: `chip ${tone}`}, text);
 }
 
+function cellClass(column) {
+  return [column.numeric ? "num" : null, column.nowrap ? "nowrap" : null].filter(Boolean).join(" ") || null;
+}
+
 /**
- * A table of `rows`. Each column is {label, cell: row => text or Node, numeric?, key?}; a
- * column with `key` sets data-<key> on each cell's <td> so tests and styles can find it.
+ * A table of `rows`. Each column is {label, cell: row => text or Node, numeric?, nowrap?, key?};
+ * a column with `key` sets data-col=<key> on each of its cells, so tests and styles find them.
  * `rowKey(row)` becomes the row's data-key; `footer` is an optional last row (same columns).
  */
 export function table(columns, rows, {rowKey, footer, empty = "Nothing to show yet.", rowClass} = {}) {
-  const head = h("tr", {}, columns.map((column) => h("th", {class: column.numeric ? "num" : null,
-                                                            scope: "col"}, column.label)));
+  const head = h("tr", {}, columns.map((column) => h("th", {class: cellClass(column), scope: "col"}, column.label)));
   const line = (row, extra) => h("tr", {"data-key": rowKey ? rowKey(row) : null,
                                         class: [extra, rowClass ? rowClass(row) : null].filter(Boolean).join(" ") || null},
-    columns.map((column) => h("td", {class: column.numeric ? "num" : null, "data-col": column.key || null},
-                              column.cell(row))));
+    columns.map((column) => h("td", {class: cellClass(column), "data-col": column.key || null}, column.cell(row))));
   const body = rows.length ? rows.map((row) => line(row))
     : [h("tr", {class: "empty"}, h("td", {colspan: columns.length}, empty))];
   return h("table", {}, h("thead", {}, head), h("tbody", {}, body),

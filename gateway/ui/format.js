@@ -20,6 +20,13 @@ export function usd(value, unpricedRequests = 0) {
   return unpricedRequests ? `${text}?` : text;
 }
 
+const upToCents = new Intl.NumberFormat("en-US", {maximumFractionDigits: 2});
+
+/** A round sum, like a budget: "$500", "$12.50". */
+export function dollars(value) {
+  return `$${upToCents.format(value)}`;
+}
+
 export function percent(ratio) {
   return `${tenth.format(ratio * 100)}%`;
 }

@@ -12,16 +12,16 @@ function status(row) {
 
 function served(row) {
   if (!row.provider) return row.alias ?? NONE;
-  return [row.alias ?? NONE, h("span", {class: "muted"}, ` → ${row.provider}/${row.model}`)];
+  return [row.alias ?? NONE, h("span", {class: "sub muted"}, `${row.provider}/${row.model}`)];
 }
 
 const COLUMNS = [
-  {label: "Time (UTC)", key: "ts", cell: (row) => utc(row.ts)},
+  {label: "Time (UTC)", key: "ts", nowrap: true, cell: (row) => utc(row.ts)},
   {label: "Tenant", key: "tenant", cell: (row) => row.tenant},
   {label: "Agent", key: "agent", cell: (row) => row.agent ?? NONE},
-  {label: "Model", key: "model", cell: served},
+  {label: "Model", key: "model", nowrap: true, cell: served},
   {label: "API", key: "api", cell: (row) => (row.stream ? `${row.api} (stream)` : row.api)},
-  {label: "Status", key: "status", cell: status},
+  {label: "Status", key: "status", nowrap: true, cell: status},
   {label: "In", key: "input_tokens", numeric: true, cell: (row) => count(row.input_tokens)},
   {label: "Out", key: "output_tokens", numeric: true, cell: (row) => count(row.output_tokens)},
   {label: "Cost", key: "cost_usd", numeric: true, cell: (row) => usd(row.cost_usd)},

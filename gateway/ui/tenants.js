@@ -4,7 +4,7 @@
 
 import {api, query} from "./api.js";
 import {byId, fill, h, table} from "./dom.js";
-import {count, NONE, percent, usd} from "./format.js";
+import {count, dollars, NONE, percent, usd} from "./format.js";
 
 function periodStarts(now = new Date()) {
   const day = now.toISOString().slice(0, 10);
@@ -20,7 +20,7 @@ function budget(spent, limit) {
   const unpriced = spent ? spent.unpriced_requests : 0;
   if (limit === null || limit === undefined) return [usd(used, unpriced), h("span", {class: "muted"}, " no budget")];
   return h("div", {class: "budget"},
-    h("span", {}, `${usd(used, unpriced)} of ${usd(limit)}`),
+    h("span", {}, `${usd(used, unpriced)} of ${dollars(limit)}`),
     h("meter", {min: 0, max: limit, low: limit * 0.5, high: limit * 0.8, optimum: 0, value: Math.min(used, limit),
                 title: `${percent(limit ? used / limit : 0)} used`}),
     h("span", {class: "muted"}, percent(limit ? used / limit : 0)));

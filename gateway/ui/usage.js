@@ -57,7 +57,7 @@ function groupTable(report, label, {onPick, alsoKeys = []} = {}) {
 function cards(totals) {
   const card = (label, value, detail) => h("div", {class: "card stat", "data-stat": label},
     h("div", {class: "stat-label"}, label), h("div", {class: "stat-value"}, value),
-    detail ? h("div", {class: "stat-detail muted"}, detail) : null);
+    detail ? h("div", {class: "stat-detail muted", title: detail}, detail) : null);
   return [
     card("Requests", count(totals.requests), `${count(failed(totals))} failed`),
     card("Tokens in", count(totals.input_tokens), `${count(totals.cached_tokens)} cached`),
@@ -133,6 +133,7 @@ export const usageView = {
     }
     byId("usage-breakdown").hidden = !tenant;
     if (tenant) {
+      for (const element of document.querySelectorAll("#usage-breakdown .tenant-name")) element.textContent = tenant;
       fill(byId("usage-agents"), groupTable(byAgent, "Agent"));
       fill(byId("usage-models"), groupTable(byModel, "Model"));
     }

@@ -1,0 +1,72 @@
+"""Gateways in their own processes, for tests of signals, workers and replicas."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayProcess:
+    """`python -m gateway serve` in its own process, on a free port, with its own SQLite ledger."""
+
+    def __init__(self, config: dict[str, Any], directory: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.db = directory / "ledger.db"
+        config.setdefault("storage", {}).setdefault("url", f"sqlite:///{self.db}")
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.popen = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port",
+                                       str(self.port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.popen.kill()
+        raise AssertionError(self.popen.communicate()[0])
+
+    def ledger_rows(self) -> int:
+        with sqlite3.connect(self.db) as db:
+            return db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+
+    def stop(self) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=60)
+
+
+@pytest.fixture
+def process_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[GatewayProcess] = []
+
+    def start(config: dict[str, Any], *extra: str, name: str = "process") -> GatewayProcess:
+        process = GatewayProcess(config, tmp_path / name, *extra)
+        started.append(process)
+        return process
+    yield start
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
