@@ -87,6 +87,9 @@ def create_app(api_key: str = API_KEY) -> web.Application:
         app.router.add_post(f"{prefix}/responses", responses)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_get(f"{prefix}/models", models)
+    # Azure OpenAI: the deployment in the path, `api-key` header, `api-version` query.
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat)
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", embeddings)
     return app
 
 
@@ -98,7 +101,11 @@ def error_response(status: int, message: str, kind: str, code: str | None = None
 
 async def _admit(request: web.Request) -> tuple[State, dict[str, Any] | None, web.StreamResponse | None]:
     state = request.app[STATE]
-    if request.headers.get("Authorization") != f"Bearer {state.api_key}":
+    azure = "deployment" in request.match_info
+    if azure and not request.query.get("api-version"):
+        return state, None, error_response(404, "Resource not found (no api-version)", "invalid_request_error")
+    presented = request.headers.get("api-key") if azure else request.headers.get("Authorization")
+    if presented != (state.api_key if azure else f"Bearer {state.api_key}"):
         return state, None, error_response(401, "Incorrect API key provided.", "invalid_request_error",
                                            "invalid_api_key")
     try:
@@ -108,7 +115,7 @@ async def _admit(request: web.Request) -> tuple[State, dict[str, Any] | None, we
                                            "invalid_request_error")
     state.requests.append(body)
     state.headers.append(dict(request.headers))
-    state.paths.append(request.path)
+    state.paths.append(request.path_qs)
     return state, body, None
 
 
