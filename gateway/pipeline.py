@@ -79,11 +79,14 @@ async def read_body(request: web.Request, server: ServerConfig) -> bytes:
     limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise errors.request_too_large(limit)
+    content = request.content
+    if content.is_eof() and request.content_length is not None:
+        return content.read_nowait()  # the whole (size-checked) body is already here: no timer needed
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(server.body_timeout_s):
-            async for chunk in request.content.iter_any():
+            async for chunk in content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise errors.request_too_large(limit)
