@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,14 +175,26 @@ def _last_text(history: Any) -> str:
     return ""
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    state, body, refused = await _admit(request)
-    if refused is not None:
-        return refused
-    assert body is not None
-    script = state.queue.pop(0) if state.queue else None
-    if script is not None and (fault := await _fault(request, script)) is not None:
-        return fault
+Answer = Callable[[web.Request, State, dict[str, Any], Script | None], Awaitable[web.StreamResponse]]
+
+
+def scripted(answer: Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A route that checks the key, records the request, then plays the next script's fault or answer."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state, body, refused = await _admit(request)
+        if refused is not None:
+            return refused
+        assert body is not None
+        script = state.queue.pop(0) if state.queue else None
+        if script is not None and (fault := await _fault(request, script)) is not None:
+            return fault
+        return await answer(request, state, body, script)
+    return handler
+
+
+@scripted
+async def chat(request: web.Request, state: State, body: dict[str, Any], script: Script | None
+               ) -> web.StreamResponse:
     content, calls, finish = _plan(body, script)
     usage = wire.usage_for(body.get("messages"), content or "", calls, script.usage if script else None)
     completion = wire.chat_completion(body.get("model", "?"), content, calls, finish, usage)
@@ -195,14 +208,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return await _stream(request, state, frames, script)
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
-    state, body, refused = await _admit(request)
-    if refused is not None:
-        return refused
-    assert body is not None
-    script = state.queue.pop(0) if state.queue else None
-    if script is not None and (fault := await _fault(request, script)) is not None:
-        return fault
+@scripted
+async def responses(request: web.Request, state: State, body: dict[str, Any], script: Script | None
+                    ) -> web.StreamResponse:
     content, calls, _ = _plan(body, script)
     chat_usage = wire.usage_for(body.get("input"), content or "", calls, script.usage if script else None)
     response = wire.response_object(body.get("model", "?"), body, content, calls, wire.responses_usage(chat_usage))
@@ -251,14 +259,9 @@ async def _stream(request: web.Request, state: State, frames: list[tuple[str | N
     return response
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    state, body, refused = await _admit(request)
-    if refused is not None:
-        return refused
-    assert body is not None
-    script = state.queue.pop(0) if state.queue else None
-    if script is not None and (fault := await _fault(request, script)) is not None:
-        return fault
+@scripted
+async def embeddings(request: web.Request, state: State, body: dict[str, Any], script: Script | None
+                     ) -> web.StreamResponse:
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     dimensions = body.get("dimensions") or 8
     data = []
