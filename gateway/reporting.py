@@ -272,19 +272,19 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 def _figures(summary: Mapping[str, Any]) -> list[str]:
-    cost = _dollars(summary["cost_usd"]) + ("?" if summary["unpriced_requests"] else "")
+    cost = dollars(summary["cost_usd"]) + ("?" if summary["unpriced_requests"] else "")
     latency = summary["latency_ms"]
     return [f"{summary['requests']:,}", f"{summary['input_tokens']:,}", f"{summary['output_tokens']:,}",
             f"{summary['cached_tokens']:,}", cost, f"{summary['error_rate'] * 100:.1f}%",
-            *(_milliseconds(latency[name]) for name, _ in LATENCY_PERCENTILES)]
+            *(milliseconds(latency[name]) for name, _ in LATENCY_PERCENTILES)]
 
 
-def _dollars(cost: float) -> str:
+def dollars(cost: float) -> str:
     # A few requests on a cheap model cost less than the last shown digit; never print them as zero.
     return "<0.0001" if 0 < cost < 0.0001 else f"{cost:,.4f}"
 
 
-def _milliseconds(value: float | None) -> str:
+def milliseconds(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 

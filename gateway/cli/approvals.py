@@ -7,21 +7,16 @@ within a second (it re-reads pending approvals), on every replica.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.approvals import STATUSES, Approvals
-from gateway.cli.common import add_config_argument, load_or_exit
-from gateway.config import Config
+from gateway.cli.common import add_config_argument, load_or_exit, with_store
 from gateway.metrics import Metrics
-from gateway.store import ApprovalRecord, Store, open_store
-
-T = TypeVar("T")
+from gateway.store import ApprovalRecord, Store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -46,17 +41,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         decide.set_defaults(run=run_decide, approve=approve)
 
 
-def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = open_store(config.storage.url)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-    return asyncio.run(main())
-
-
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
@@ -64,7 +48,7 @@ def _when(ts: float | None) -> str:
 def run_list(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     status = None if args.status == "all" else args.status
-    records = _with_store(config, lambda store: store.list_approvals(status, args.tenant, 1000))
+    records = with_store(config, lambda store: store.list_approvals(status, args.tenant, 1000))
     if args.json:
         print(json.dumps({"object": "list", "data": [record.public() for record in records]}, indent=2))
         return 0
@@ -78,7 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    record = _with_store(config, lambda store: store.get_approval(args.id))
+    record = with_store(config, lambda store: store.get_approval(args.id))
     if record is None:
         print(f"error: no approval {args.id}", file=sys.stderr)
         return 1
@@ -93,7 +77,7 @@ def run_decide(args: argparse.Namespace) -> int:
         record = await Approvals(store, Metrics()).decide(args.id, args.approve, args.by, args.reason)
         return record, (None if record else await store.get_approval(args.id))
 
-    record, current = _with_store(config, decide)
+    record, current = with_store(config, decide)
     if record is None:
         state = f"is already {current.status}" if current is not None else "does not exist"
         print(f"error: approval {args.id} {state}", file=sys.stderr)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.bundle import Bundle, load_bundle
 from gateway.config import Config, load_config, quickstart_config
+from gateway.store import Store, open_store
 from gateway.yamlsrc import Problem
+
+T = TypeVar("T")
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +45,18 @@ def load_bundle_or_exit(path: Path | None) -> Bundle:
         report(problems)
         sys.exit(1)
     return bundle
+
+
+def with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` against the config's store, opened for it and closed after."""
+    async def main() -> T:
+        store = open_store(config.storage.url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+    return asyncio.run(main())
 
 
 def report(problems: list[Problem]) -> None:

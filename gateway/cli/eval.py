@@ -62,12 +62,7 @@ def run(args: argparse.Namespace) -> int:
         _check_arguments(args)
         cases = load_dataset(args.dataset)
         _check_judge(cases, args.judge)
-        bundle = _bundle(args.config) if args.config is not None or args.gateway is None else None
-        prices = bundle.prices if bundle is not None else PriceTable.load()
-        target: AbstractAsyncContextManager[Target] = (
-            nullcontext(Target(api_root(args.gateway), args.key, prices)) if args.gateway
-            else in_process(bundle, key=args.key, tenant=args.tenant))
-        report = asyncio.run(evaluate(args, cases, target))
+        report = asyncio.run(evaluate(args, cases, _target(args)))
     except DatasetError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -89,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def evaluate(args: argparse.Namespace, cases: list[Case], target: AbstractAsyncContextManager[Target]
                    ) -> dict[str, Any]:
-    from openai import AsyncOpenAI  # only `lockgate eval` needs the SDK
+    try:
+        from openai import AsyncOpenAI  # only `lockgate eval` needs the SDK
+    except ImportError:
+        raise SetupError("lockgate eval sends its requests with the official SDK: pip install openai") from None
 
     aliases = tuple(dict.fromkeys(args.models))
     settings = Settings(aliases=aliases, concurrency=args.concurrency, repeat=args.repeat, judge=args.judge)
@@ -120,12 +118,23 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise SetupError("--timeout must be a positive number of seconds")
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
         raise SetupError("--min-accuracy is a ratio from 0 to 1, e.g. 0.8")
+    for option, path in (("--out", args.out), ("--json", args.json_path)):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise SetupError(f"{option} {path}: the directory {path.resolve().parent} does not exist")
 
 
 def _check_judge(cases: list[Case], judge: str | None) -> None:
     graded = [str(case.number) for case in cases if case.match == "judge"]
     if graded and judge is None:
         raise SetupError(f"case(s) {', '.join(graded)} use 'match: judge': pass --judge ALIAS to grade them")
+
+
+def _target(args: argparse.Namespace) -> AbstractAsyncContextManager[Target]:
+    """The running gateway (priced with --config's table if given), or one to start in-process."""
+    if args.gateway:
+        prices = _bundle(args.config).prices if args.config is not None else PriceTable.load()
+        return nullcontext(Target(api_root(args.gateway), args.key, prices))
+    return in_process(_bundle(args.config), key=args.key, tenant=args.tenant)
 
 
 def _bundle(path: Path | None) -> Bundle:

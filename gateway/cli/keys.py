@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from datetime import UTC, datetime
 
 from gateway.auth import digest, mint_key
-from gateway.cli.common import add_config_argument, load_or_exit
-from gateway.config import Config
-from gateway.store import KeyRecord, open_store
+from gateway.cli.common import add_config_argument, load_or_exit, with_store
+from gateway.store import KeyRecord
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,15 +30,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     revoke.set_defaults(run=run_revoke)
 
 
-async def _with_store(config: Config, work):  # type: ignore[no-untyped-def]
-    store = open_store(config.storage.url)
-    await store.open()
-    try:
-        return await work(store)
-    finally:
-        await store.close()
-
-
 def run_create(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if args.tenant not in config.tenants:
@@ -50,7 +39,7 @@ def run_create(args: argparse.Namespace) -> int:
         return 1
     key = mint_key()
     record = KeyRecord(key_hash=digest(key), tenant=args.tenant, name=args.name, created_at=time.time())
-    asyncio.run(_with_store(config, lambda store: store.add_key(record)))
+    with_store(config, lambda store: store.add_key(record))
     print(key)
     print(f"key id {record.key_id} for tenant '{args.tenant}'. Store it now: it is not shown again.",
           file=sys.stderr)
@@ -59,7 +48,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    records = asyncio.run(_with_store(config, lambda store: store.list_keys(args.tenant)))
+    records = with_store(config, lambda store: store.list_keys(args.tenant))
     print(f"{'KEY ID':<14}{'TENANT':<20}{'NAME':<20}{'CREATED (UTC)':<22}STATUS")
     for record in records:
         created = datetime.fromtimestamp(record.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -70,7 +59,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    record = asyncio.run(_with_store(config, lambda store: store.revoke_key(args.key_id)))
+    record = with_store(config, lambda store: store.revoke_key(args.key_id))
     if record is None:
         print(f"error: no single active key with id '{args.key_id}'", file=sys.stderr)
         return 1

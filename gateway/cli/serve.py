@@ -21,14 +21,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.request_log import configure_logging  # with the server stack, only needed here
+    from gateway.request_log import configure_logging, stop_logging  # with the server stack, only needed here
 
     bundle = load_bundle_or_exit(args.config)
     log_writer = configure_logging(args.log_level, bundle.config.telemetry.logs.format)
     try:
         return _serve(args, bundle)
     finally:
-        log_writer.stop()  # writes what is still queued
+        stop_logging(log_writer)
 
 
 def _serve(args: argparse.Namespace, bundle: Bundle) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 
-from gateway.cli.common import add_config_argument, load_or_exit
+from gateway.cli.common import add_config_argument, load_or_exit, with_store
 from gateway.reporting import DEFAULT_SINCE, GROUP_KEYS, format_table, parse_window, usage_report
-from gateway.store import LedgerQuery, open_store
+from gateway.store import LedgerQuery
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,15 +23,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-async def _rows(url: str, query: LedgerQuery) -> list[dict]:
-    store = open_store(url)
-    await store.open()
-    try:
-        return await store.ledger_rows(query)
-    finally:
-        await store.close()
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     try:
@@ -43,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tenant is not None and args.tenant not in config.tenants:
         print(f"error: unknown tenant '{args.tenant}'", file=sys.stderr)
         return 1
-    rows = asyncio.run(_rows(config.storage.url, LedgerQuery(tenant=args.tenant, since=since, until=until)))
+    rows = with_store(config, lambda store: store.ledger_rows(LedgerQuery(tenant=args.tenant, since=since,
+                                                                           until=until)))
     report = usage_report(rows, tenant=args.tenant, since=since, until=until, by=args.by)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

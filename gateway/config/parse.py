@@ -199,16 +199,11 @@ class _Builder(Reader):
                     kind == "openai" and base_url == DEFAULT_BASE_URLS["openai"]):
                 self.problem(spec, "type", path, f"a {kind} provider needs api_key, e.g. api_key: "
                                                  f"env:{kind.upper()}_API_KEY")
-            headers = self.mapping(spec, "headers", f"{path}.headers")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-                self.problem(spec, "headers", f"{path}.headers", "must map header names to strings")
-                headers = {}
             result[name] = ProviderConfig(
                 name=name, type=kind, api_key=Secret(api_key) if api_key else None,  # type: ignore[arg-type]
                 base_url=base_url.rstrip("/") if base_url else None,
                 api_version=self.get(spec, "api_version", f"{path}.api_version", str, "") or None,
-                headers=tuple((k, self.secret(headers, k, f"{path}.headers.{k}", v) or "")
-                              for k, v in headers.items()),
+                headers=self.headers(spec, f"{path}.headers"),
                 max_connections=self.get(spec, "max_connections", f"{path}.max_connections", int, 1000,
                                          minimum=1),
             )
@@ -376,6 +371,14 @@ class _Builder(Reader):
         return PricingConfig(file=file, models=prices)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def headers(self, spec: dict, path: str) -> tuple[tuple[str, str], ...]:
+        """A `headers:` mapping of names to values (each value may be `env:NAME`)."""
+        headers = self.mapping(spec, "headers", path)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            self.problem(spec, "headers", path, "must map header names to strings")
+            return ()
+        return tuple((key, self.secret(headers, key, f"{path}.{key}", value) or "") for key, value in headers.items())
 
     def secret(self, container: Any, key: Any, path: str, value: str) -> str | None:
         """Resolve `env:NAME` from the environment; other values are literal."""

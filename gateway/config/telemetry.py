@@ -18,14 +18,6 @@ def read_telemetry(reader: Any, raw: dict) -> TelemetryConfig:
                            usage_export=tuple(_exports(reader, section)))
 
 
-def _headers(reader: Any, spec: dict, path: str) -> tuple[tuple[str, str], ...]:
-    headers = reader.mapping(spec, "headers", path)
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        reader.problem(spec, "headers", path, "must map header names to strings")
-        return ()
-    return tuple((key, reader.secret(headers, key, f"{path}.{key}", value) or "") for key, value in headers.items())
-
-
 def _url(reader: Reader, spec: dict, path: str) -> str:
     url = reader.get(spec, "url" if "url" in spec else "endpoint", path, str, "", required=True)
     if url and not url.startswith(("http://", "https://")):
@@ -44,7 +36,7 @@ def _traces(reader: Any, section: dict) -> TracesConfig | None:
     return TracesConfig(endpoint=_url(reader, spec, "telemetry.traces.endpoint"),
                         service_name=reader.get(spec, "service_name", "telemetry.traces.service_name", str,
                                                 "lockgate"),
-                        headers=_headers(reader, spec, "telemetry.traces.headers"), sample_ratio=min(ratio, 1.0))
+                        headers=reader.headers(spec, "telemetry.traces.headers"), sample_ratio=min(ratio, 1.0))
 
 
 def _logs(reader: Any, section: dict) -> LogsConfig:
@@ -77,7 +69,7 @@ def _exports(reader: Any, section: dict) -> list[UsageExportConfig]:
             index=reader.get(spec, "index", f"{path}.index", str, "agent-metrics"),
             api_key=Secret(resolved) if api_key and (resolved := reader.secret(spec, "api_key", f"{path}.api_key",
                                                                                api_key)) else None,
-            headers=_headers(reader, spec, f"{path}.headers"),
+            headers=reader.headers(spec, f"{path}.headers"),
             batch_size=reader.get(spec, "batch_size", f"{path}.batch_size", int, 500, minimum=1),
             interval_s=reader.get(spec, "interval_s", f"{path}.interval_s", float, 5.0, minimum=0.01)))
     return exports

@@ -250,7 +250,9 @@ def _tools(value: Any, report: Report) -> list[dict[str, Any]] | None:
         if isinstance(tool, Mapping) and tool.get("type", "function") != "function":
             report(f"tools[{index}].type must be 'function'", line_of(value, index))
             return None
-        tools.append({"type": "function", "function": plain(function)})
+        # The short form (Responses-style) may carry its `type` beside the name; Chat keeps it outside.
+        tools.append({"type": "function", "function": {key: plain(item) for key, item in function.items()
+                                                        if key != "type"}})
     return tools
 
 

@@ -20,9 +20,7 @@ from gateway.eval.runner import RunResult
 from gateway.eval.scoring import CREDIT, VERDICTS
 
 # The same money and time formats as `lockgate usage`, so the tables read alike.
-from gateway.reporting import LATENCY_PERCENTILES, nearest_rank
-from gateway.reporting import _dollars as dollars
-from gateway.reporting import _milliseconds as milliseconds
+from gateway.reporting import LATENCY_PERCENTILES, dollars, milliseconds, nearest_rank
 
 _COST_DECIMALS = 10
 _RATIO_DECIMALS = 4
