@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY providers ./providers
 COPY policies ./policies
-RUN pip install ".[postgres,redis]" && useradd --system --uid 10001 --home-dir /var/lib/lockgate --create-home lockgate
+RUN pip install ".[postgres,redis,otel]" && useradd --system --uid 10001 --home-dir /var/lib/lockgate --create-home lockgate
 USER lockgate
 WORKDIR /var/lib/lockgate
 EXPOSE 8080

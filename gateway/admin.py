@@ -128,7 +128,9 @@ async def circuits(request: web.Request, runtime: Runtime) -> web.Response:
 
 async def tenants(request: web.Request, runtime: Runtime) -> web.Response:
     runtime.require_admin(request)
-    data = [{"name": tenant.name, "policies": list(tenant.policies), "models": tenant.models,
+    loaded = set(runtime.snapshot.policies.names())
+    data = [{"name": tenant.name, "policies": [name for name in ("default", *tenant.policies) if name in loaded],
+             "models": tenant.models,
              "budget": {"usd_per_day": tenant.budget.usd_per_day, "usd_per_month": tenant.budget.usd_per_month},
              "limits": {"rpm": tenant.limits.rpm, "tpm": tenant.limits.tpm,
                         "max_concurrent": tenant.limits.max_concurrent}}

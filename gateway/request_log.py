@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
@@ -245,7 +246,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_format: str) -> QueueListener:
-    """Root logging to stdout, JSON or text, written by a thread; stop the listener at exit."""
+    """Root logging to stdout, JSON or text, written by a thread; `stop_logging` it at exit."""
     formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     # Records are formatted where they are logged (the queue handler's formatter), then
@@ -262,3 +263,10 @@ def configure_logging(level: str, log_format: str) -> QueueListener:
     listener = QueueListener(records, stdout)
     listener.start()
     return listener
+
+
+def stop_logging(listener: QueueListener, timeout_s: float = 5.0) -> None:
+    """Write what is still queued, but never hang the exit on a stdout nobody reads."""
+    stopper = threading.Thread(target=listener.stop, name="lockgate-log-stop", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)

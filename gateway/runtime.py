@@ -66,6 +66,9 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
             changed.append(f"server.{name}")
     if old.storage != new.storage:
         changed.append("storage")
+    for name in ("traces", "usage_export"):
+        if getattr(old.telemetry, name) != getattr(new.telemetry, name):
+            changed.append(f"telemetry.{name}")
     return changed
 
 
@@ -105,6 +108,7 @@ class Runtime:
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._requests: set[asyncio.Task[Any]] = set()
+        self._stopped = False
         self.observers: list[Callable[[Exchange], None]] = []
         """Called with every finished request (request logs, traces); must be cheap and never raise."""
         self.draining = False
@@ -233,6 +237,8 @@ class Runtime:
 
     def finished(self, exchange: Exchange) -> None:
         """A request is over: meter it, then tell the observers."""
+        if exchange.finished is None:
+            exchange.finished = time.perf_counter()  # one end time for metrics, ledger, logs and traces
         self.meter.record(exchange)
         for observer in self.observers:
             try:
@@ -266,6 +272,10 @@ class Runtime:
         self._tasks.append(loop.create_task(watch(self), name="lockgate-reload"))
 
     async def stop(self) -> None:
+        """Flush and release everything; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ REQUEST_TIMEOUT_S = 10.0
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 30.0
 SHUTDOWN_S = 5.0
+DROP_LOG_EVERY_S = 10.0
 RETRYABLE_STATUSES = frozenset({408, 429})
 
 
@@ -173,6 +175,13 @@ class UsageExporter:
         self._closing = False
         self._session: aiohttp.ClientSession | None = None
         self.task: asyncio.Task[None] | None = None
+        self._unlogged: dict[str, int] = {}
+        self._logged_at: dict[str, float] = {}
+
+    @property
+    def label(self) -> str:
+        """The `sink` label of the dropped-rows metric."""
+        return self.config.type
 
     @property
     def queued(self) -> int:
@@ -211,10 +220,6 @@ class UsageExporter:
         self._in_flight = []
         if self._session is not None:
             await self._session.close()
-
-    @property
-    def label(self) -> str:
-        return self.config.type
 
     async def _run(self) -> None:
         while True:
@@ -262,5 +267,11 @@ class UsageExporter:
         self._in_flight = []
 
     def _drop(self, count: int, reason: str, message: str) -> None:
+        """Count every drop; log them at most every `DROP_LOG_EVERY_S` per reason (a dead
+        receiver overflows the queue at every ledger flush)."""
         self._dropped(self.label, reason).inc(count)
-        log.error("usage export to %s: dropped %d rows: %s", self.where, count, message)
+        self._unlogged[reason] = self._unlogged.get(reason, 0) + count
+        now = time.monotonic()
+        if now - self._logged_at.get(reason, -DROP_LOG_EVERY_S) >= DROP_LOG_EVERY_S:
+            self._logged_at[reason] = now
+            log.error("usage export to %s: dropped %d rows: %s", self.where, self._unlogged.pop(reason), message)

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,17 +23,21 @@ RESTART_BACKOFF_S = 1.0
 
 
 def _worker(config_path: str | None, host: str, port: int, log_level: str) -> None:
-    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s "
-                                                "%(message)s")
     from gateway.bundle import load_bundle
+    from gateway.request_log import configure_logging, stop_logging
     from gateway.server import run
 
     bundle, problems = load_bundle(Path(config_path) if config_path else None)
     if bundle is None:
         for problem in problems:
-            log.error("%s", problem)
+            print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(1)
-    raise SystemExit(run(bundle, host, port, reuse_port=True))
+    writer = configure_logging(log_level, bundle.config.telemetry.logs.format)
+    try:
+        code = run(bundle, host, port, reuse_port=True)
+    finally:
+        stop_logging(writer)
+    raise SystemExit(code)
 
 
 def supervise(config_path: Path | None, host: str, port: int, workers: int, log_level: str = "INFO") -> int:

@@ -35,8 +35,9 @@ class GatewayProcess:
         path = directory / "gateway.yaml"
         path.write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = directory / "gateway.log"
         self.popen = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port",
-                                       str(self.port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       str(self.port), *extra], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
                                       text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -46,7 +47,7 @@ class GatewayProcess:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.popen.kill()
-        raise AssertionError(self.popen.communicate()[0])
+        raise AssertionError(self.log.read_text())
 
     def ledger_rows(self) -> int:
         with sqlite3.connect(self.db) as db:

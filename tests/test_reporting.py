@@ -164,10 +164,24 @@ def test_every_group_key_groups_and_the_report_is_json_ready() -> None:
 
 @pytest.mark.parametrize("by", ["week", "Model", "cost", "ts"])
 def test_an_unknown_grouping_is_refused_with_the_choices(by: str) -> None:
-    with pytest.raises(ValueError, match="send one of model, agent, provider, day, alias, tenant"):
+    with pytest.raises(ValueError, match="send one of model, agent, provider, day, hour, alias, tenant"):
         usage_report([], tenant=None, since=0, until=1, by=by)
     with pytest.raises(ValueError, match=f"by='{by}'"):
         check_group_key(by)
+
+
+def test_by_hour_groups_on_utc_hour_boundaries() -> None:
+    # An hour's group holds [HH:00, HH+1:00); the edges, a day change and a non-UTC input prove the key.
+    case = {"tenant": "acme", "since": "2026-11-26T05:00:00Z", "until": "2026-11-27T02:00:00Z", "by": "hour",
+            "rows": [{"at": "2026-11-26T05:00:00Z", "cost_usd": 0.1},
+                     {"at": "2026-11-26T05:59:59.999Z", "cost_usd": 0.2},
+                     {"at": "2026-11-26T06:00:00Z", "cost_usd": 0.4},
+                     {"at": "2026-11-26T20:30:00-04:00", "cost_usd": 0.05},
+                     {"at": "2026-11-27T01:59:00Z", "cost_usd": 0.05}]}
+    report = report_of(case, ledger(case))
+    assert [(group["key"], group["requests"], group["cost_usd"]) for group in report["groups"]] == [
+        ("2026-11-26T06:00Z", 1, 0.4), ("2026-11-26T05:00Z", 2, 0.3),
+        ("2026-11-27T00:00Z", 1, 0.05), ("2026-11-27T01:00Z", 1, 0.05)]
 
 
 def test_an_empty_grouping_means_totals_only() -> None:

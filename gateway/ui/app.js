@@ -29,8 +29,9 @@ function showProblem(message) {
   banner.hidden = !message;
 }
 
-async function refresh(view) {
-  if (running.has(view.id) || !savedKey()) return;
+/** Refresh `view`; a timed refresh skips a view still busy, one the user asked for (`now`) does not. */
+async function refresh(view, {now = false} = {}) {
+  if ((running.has(view.id) && !now) || !savedKey()) return;
   running.add(view.id);
   lastRun.set(view.id, Date.now());
   try {
@@ -109,7 +110,7 @@ async function submitLogin(event) {
 }
 
 function start() {
-  for (const view of Object.values(VIEWS)) view.init();
+  for (const view of Object.values(VIEWS)) view.init(() => refresh(view, {now: true}));
   onSignedOut(signOut);
   byId("login-form").addEventListener("submit", submitLogin);
   byId("sign-out").addEventListener("click", () => signOut("Signed out."));

@@ -15,6 +15,7 @@ const cards = new Map(); // approval id -> its card, for the pending ones shown
 const decided = new Set(); // decided here: a queue answer already in flight must not bring them back
 let tab = "pending";
 let generation = 0;
+let refreshNow = () => {}; // set by init: a refresh the user asked for
 
 function note(text, tone = "good") {
   const element = byId("decision-note");
@@ -76,7 +77,8 @@ function card(record) {
     decide(record, event.submitter?.value === "deny" ? "deny" : "approve", form);
   });
   const payload = record.tool_name
-    ? [h("div", {class: "payload-label"}, "Arguments"), h("pre", {class: "arguments"}, prettyJson(record.arguments || ""))]
+    ? [h("div", {class: "payload-label"}, "Arguments"),
+       h("pre", {class: "arguments"}, prettyJson(record.arguments || ""))]
     : [h("div", {class: "payload-label"}, "Request"), h("pre", {class: "summary"}, record.summary || NONE)];
   return h("article", {class: "card approval", "data-id": record.id},
     h("header", {},
@@ -154,7 +156,7 @@ function showTab(name) {
   byId("approvals-pending").hidden = name !== "pending";
   byId("approvals-history").hidden = name !== "history";
   byId("history-filter").hidden = name !== "history";
-  approvalsView.refresh();
+  refreshNow();
 }
 
 export const approvalsView = {
@@ -162,11 +164,12 @@ export const approvalsView = {
   everyMs: 2000,
   alwaysRefresh: true, // the menu's pending count
 
-  init() {
+  init(refresh) {
+    refreshNow = refresh;
     for (const button of document.querySelectorAll("#view-approvals [data-tab]")) {
       button.addEventListener("click", () => showTab(button.dataset.tab));
     }
-    byId("history-status").addEventListener("change", () => refreshHistory());
+    byId("history-status").addEventListener("change", refresh);
     setInterval(tickCountdowns, 1000);
   },
 

@@ -51,9 +51,11 @@ function cellClass(column) {
  */
 export function table(columns, rows, {rowKey, footer, empty = "Nothing to show yet.", rowClass} = {}) {
   const head = h("tr", {}, columns.map((column) => h("th", {class: cellClass(column), scope: "col"}, column.label)));
-  const line = (row, extra) => h("tr", {"data-key": rowKey ? rowKey(row) : null,
-                                        class: [extra, rowClass ? rowClass(row) : null].filter(Boolean).join(" ") || null},
-    columns.map((column) => h("td", {class: cellClass(column), "data-col": column.key || null}, column.cell(row))));
+  const line = (row, extra) => {
+    const classes = [extra, rowClass ? rowClass(row) : null].filter(Boolean).join(" ") || null;
+    return h("tr", {"data-key": rowKey ? rowKey(row) : null, class: classes},
+      columns.map((column) => h("td", {class: cellClass(column), "data-col": column.key || null}, column.cell(row))));
+  };
   const body = rows.length ? rows.map((row) => line(row))
     : [h("tr", {class: "empty"}, h("td", {colspan: columns.length}, empty))];
   return h("table", {}, h("thead", {}, head), h("tbody", {}, body),

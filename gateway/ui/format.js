@@ -43,11 +43,12 @@ export function short(value, metric) {
 
 const pad = (number) => String(number).padStart(2, "0");
 
-/** "2026-11-26 05:03:09" in UTC, from unix seconds. */
-export function utc(seconds) {
+/** "2026-11-26 05:03:09" in UTC, from unix seconds; without the year when `short`. */
+export function utc(seconds, {short = false} = {}) {
   if (seconds === null || seconds === undefined) return NONE;
   const d = new Date(seconds * 1000);
-  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} `
+  const date = `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  return `${short ? "" : `${d.getUTCFullYear()}-`}${date} `
     + `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
 }
 

@@ -16,7 +16,7 @@ function served(row) {
 }
 
 const COLUMNS = [
-  {label: "Time (UTC)", key: "ts", nowrap: true, cell: (row) => utc(row.ts)},
+  {label: "Time (UTC)", key: "ts", nowrap: true, cell: (row) => utc(row.ts, {short: true})},
   {label: "Tenant", key: "tenant", cell: (row) => row.tenant},
   {label: "Agent", key: "agent", cell: (row) => row.agent ?? NONE},
   {label: "Model", key: "model", nowrap: true, cell: served},
@@ -27,8 +27,8 @@ const COLUMNS = [
   {label: "Cost", key: "cost_usd", numeric: true, cell: (row) => usd(row.cost_usd)},
   {label: "Latency", key: "latency_ms", numeric: true, cell: (row) => milliseconds(row.latency_ms)},
   {label: "Tries", key: "attempts", numeric: true, cell: (row) => count(row.attempts)},
-  {label: "Decisions", key: "decisions",
-   cell: (row) => (row.decisions.length ? row.decisions.map((label) => chip(label)) : h("span", {class: "muted"}, NONE))},
+  {label: "Decisions", key: "decisions", cell: (row) => (row.decisions.length
+    ? row.decisions.map((label) => chip(label)) : h("span", {class: "muted"}, NONE))},
 ];
 
 export const requestsView = {

@@ -15,6 +15,7 @@ const METRICS = {
   cost: (summary) => summary.cost_usd,
 };
 let generation = 0; // a slower, older answer must never overwrite a newer one
+let refreshNow = () => {}; // set by init: a refresh the user asked for
 
 const controls = () => ({since: byId("usage-since").value, tenant: byId("usage-tenant").value,
                          metric: byId("usage-metric").value});
@@ -50,7 +51,8 @@ function groupTable(report, label, {onPick, alsoKeys = []} = {}) {
     : onPick && !group.total ? h("button", {type: "button", class: "link", onclick: () => onPick(group.key)}, group.key)
       : group.key);
   const columns = [{label, key: "key", cell: name}, ...FIGURES];
-  return table(columns, rows, {rowKey: (group) => group.key ?? "", footer: {...report.totals, key: "Total", total: true},
+  const footer = {...report.totals, key: "Total", total: true};
+  return table(columns, rows, {rowKey: (group) => group.key ?? "", footer,
                                rowClass: (group) => (group.requests ? null : "idle")});
 }
 
@@ -65,7 +67,7 @@ function cards(totals) {
     card("Cost", usd(totals.cost_usd, totals.unpriced_requests),
          totals.unpriced_requests ? `${count(totals.unpriced_requests)} unpriced` : "all priced"),
     card("Error rate", percent(totals.error_rate), errorBreakdown(totals)),
-    card("Latency p50 / p99", `${milliseconds(totals.latency_ms.p50)}`, `p99 ${milliseconds(totals.latency_ms.p99)}`),
+    card("Latency p50 / p99", milliseconds(totals.latency_ms.p50), `p99 ${milliseconds(totals.latency_ms.p99)}`),
   ];
 }
 
@@ -87,43 +89,43 @@ function timeBuckets(report, unit, metric) {
   return buckets;
 }
 
-function fillTenantChoices(tenants, selected) {
+function fillTenantChoices(names, selected) {
   const select = byId("usage-tenant");
-  fill(select, h("option", {value: ""}, "All tenants"),
-       tenants.map((tenant) => h("option", {value: tenant.name, selected: tenant.name === selected}, tenant.name)));
+  if (select.dataset.names === names.join("\n")) return; // rebuilding would close the list while it is open
+  select.dataset.names = names.join("\n");
+  fill(select, h("option", {value: ""}, "All tenants"), names.map((name) => h("option", {value: name}, name)));
   select.value = selected;
 }
 
 function pickTenant(name) {
   byId("usage-tenant").value = name;
-  usageView.refresh();
+  refreshNow();
 }
 
 export const usageView = {
   id: "usage",
   everyMs: 10000,
 
-  init() {
-    for (const id of ["usage-since", "usage-tenant", "usage-metric"]) {
-      byId(id).addEventListener("change", () => usageView.refresh());
-    }
+  /** `refresh` re-renders now, reporting failures like a timed refresh. */
+  init(refresh) {
+    refreshNow = refresh;
+    for (const id of ["usage-since", "usage-tenant", "usage-metric"]) byId(id).addEventListener("change", refresh);
   },
 
   async refresh() {
     const mine = ++generation;
     const {since, tenant, metric} = controls();
-    const scope = {tenant};
     const [tenants, byTenant, hourly, daily, byAgent, byModel] = await Promise.all([
       api("/admin/tenants"),
       api(`/admin/usage${query({by: "tenant", since})}`),
-      api(`/admin/usage${query({...scope, by: "hour", since: "24h"})}`),
-      api(`/admin/usage${query({...scope, by: "day", since: "30d"})}`),
+      api(`/admin/usage${query({tenant, by: "hour", since: "24h"})}`),
+      api(`/admin/usage${query({tenant, by: "day", since: "30d"})}`),
       tenant ? api(`/admin/usage${query({tenant, by: "agent", since})}`) : null,
       tenant ? api(`/admin/usage${query({tenant, by: "model", since})}`) : null,
     ]);
     if (mine !== generation) return;
     const names = tenants.data.map((entry) => entry.name);
-    fillTenantChoices(tenants.data, tenant);
+    fillTenantChoices(names, tenant);
     fill(byId("usage-cards"), cards(tenant ? byAgent.totals : byTenant.totals));
     fill(byId("chart-hourly"), barChart(timeBuckets(hourly, "hour", metric), metric, `${metric} per hour`));
     fill(byId("chart-daily"), barChart(timeBuckets(daily, "day", metric), metric, `${metric} per day`));
