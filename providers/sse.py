@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 DONE = b"[DONE]"
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+"""An upstream event larger than this ends the stream (the upstream is not trusted)."""
 _UNSET: Any = object()
 
 
@@ -77,9 +79,9 @@ COMMENT = b": keep-alive\n\n"
 class SSEParser:
     """Feed bytes as they arrive; get complete events back."""
 
-    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buffer = b""
-        self._max = max_event_bytes
+        self._max = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if b"\r" in chunk:
@@ -91,6 +93,8 @@ class SSEParser:
             end = buffer.find(b"\n\n", start)
             if end < 0:
                 break
+            if end - start > self._max:
+                raise SSEParseError(f"an upstream event exceeds {self._max} bytes")
             block = buffer[start:end + 2]
             start = end + 2
             event = _parse_block(block)
@@ -131,7 +135,7 @@ def _parse_block(block: bytes) -> SSEEvent | None:
     return SSEEvent(b"\n".join(data_lines), name, block)
 
 
-async def iter_events(chunks: AsyncIterable[bytes], max_event_bytes: int = 8 * 1024 * 1024
+async def iter_events(chunks: AsyncIterable[bytes], max_event_bytes: int | None = None
                       ) -> AsyncIterator[SSEEvent]:
     parser = SSEParser(max_event_bytes)
     async for chunk in chunks:

@@ -101,3 +101,23 @@ def test_sighup_reloads_a_running_process(process_factory: Any, openai_upstream:
         assert db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0] >= 2
 
 
+
+
+def test_oversized_upstream_answers_are_cut_off(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
+                                                upstream_state: State, monkeypatch: Any) -> None:
+    """Upstream output is untrusted: a JSON body or a stream event past its limit ends the attempt."""
+    from providers import http, sse
+
+    monkeypatch.setattr(http, "MAX_RESPONSE_BODY", 2000)
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 2000)
+    gateway = gateway_factory(base_config(openai_upstream.url))
+    headers = {"Authorization": f"Bearer {TENANT_KEY}"}
+    upstream_state.queue.append(Script(content="x" * 5000))  # not retried: it would be as large again
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=headers,
+                          json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 502 and "larger than 2000 bytes" in response.json()["error"]["message"]
+    upstream_state.queue += [Script(content="y" * 5000, text_pieces=1), Script(content="y" * 5000, text_pieces=1)]
+    streamed = httpx.post(f"{gateway.base_url}/chat/completions", headers=headers,
+                          json={"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    assert streamed.status_code == 502, streamed.text[:3000]
+    assert "exceeds 2000 bytes" in streamed.json()["error"]["message"]
