@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool
@@ -35,6 +36,8 @@ def routed(fake: tuple[FakeProvider, str], gateway_factory: Callable[..., Gatewa
     config["providers"] = {"upstream": provider.provider_config(url)}
     config["models"] = {"assistant": {"targets": [{"provider": "upstream", "model": provider.model}]}}
     config["tenants"]["globex"]["models"] = ["assistant"]
+    # The shipped policies (tool_call and response rules) so every answer passes the gates.
+    config["policies_dir"] = str(Path(__file__).resolve().parent.parent / "policies")
     return provider, gateway_factory(config)
 
 
