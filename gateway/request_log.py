@@ -11,19 +11,14 @@ No key is ever logged: the fields come from the finished `Exchange`, which holds
 credentials. Message content (the last user message and the answer text) is logged only
 with `telemetry.logs.content: true`, truncated, with secret-looking strings masked.
 
-`configure_logging` is the logging setup of `lockgate serve`: every record goes to stdout
-through a queue, so that writing a log line never blocks the event loop.
+The process's log setup (stdout, written by a thread) is in `gateway.logsetup`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import sys
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import orjson
@@ -34,7 +29,6 @@ from gateway.policy.detectors import DETECTORS
 from providers.base import CHAT, EMBEDDINGS, RESPONSES
 
 LOGGER_NAME = "lockgate.requests"
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 CONTENT_LIMIT = 1000
 """Characters kept of each logged message text."""
 LABEL_LIMIT = 128
@@ -243,30 +237,3 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(entry, default=str).decode()
-
-
-def configure_logging(level: str, log_format: str) -> QueueListener:
-    """Root logging to stdout, JSON or text, written by a thread; `stop_logging` it at exit."""
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    # Records are formatted where they are logged (the queue handler's formatter), then
-    # written as they are by the listener's thread.
-    handler = QueueHandler(records)
-    handler.setFormatter(formatter)
-    stdout = logging.StreamHandler(sys.stdout)
-    stdout.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # The request log is an access log: `telemetry.logs.format: off` turns it off, not --log-level.
-    logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
-    listener = QueueListener(records, stdout)
-    listener.start()
-    return listener
-
-
-def stop_logging(listener: QueueListener, timeout_s: float = 5.0) -> None:
-    """Write what is still queued, but never hang the exit on a stdout nobody reads."""
-    stopper = threading.Thread(target=listener.stop, name="lockgate-log-stop", daemon=True)
-    stopper.start()
-    stopper.join(timeout_s)

@@ -24,7 +24,7 @@ RESTART_BACKOFF_S = 1.0
 
 def _worker(config_path: str | None, host: str, port: int, log_level: str) -> None:
     from gateway.bundle import load_bundle
-    from gateway.request_log import configure_logging, stop_logging
+    from gateway.logsetup import configure_logging, stop_logging
     from gateway.server import run
 
     bundle, problems = load_bundle(Path(config_path) if config_path else None)

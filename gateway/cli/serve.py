@@ -21,7 +21,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.request_log import configure_logging, stop_logging  # with the server stack, only needed here
+    from gateway.logsetup import configure_logging, stop_logging  # with the server stack, only needed here
 
     bundle = load_bundle_or_exit(args.config)
     log_writer = configure_logging(args.log_level, bundle.config.telemetry.logs.format)

@@ -1,0 +1,97 @@
+"""The process's logging: every record to stdout, as JSON or text, written by a thread.
+
+A record is formatted where it is logged and handed to a writer thread as a string, so
+writing never blocks the event loop (even on a stdout nobody reads) and no record is
+copied. The request log (`gateway.request_log`) is one such record per request, so this
+path is kept short: no queue-handler copy, no handler lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from typing import TextIO
+
+from gateway.request_log import LOGGER_NAME, JsonFormatter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_STOP = object()
+MAX_BATCH = 1000
+
+
+class LineWriter:
+    """Lines written to a stream in batches by a daemon thread."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lines: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="lockgate-log-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, line: str) -> None:
+        self._lines.put(line)
+
+    def _run(self) -> None:
+        while True:
+            line = self._lines.get()
+            batch: list[str] = []
+            while line is not _STOP:
+                batch.append(line)  # type: ignore[arg-type]
+                if len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    line = self._lines.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    self._stream.write("\n".join(batch) + "\n")
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken stdout must not take the gateway down
+            if line is _STOP:
+                return
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued, waiting at most `timeout_s` (a stdout nobody reads must not hang exit)."""
+        self._lines.put(_STOP)
+        self._thread.join(timeout_s)
+
+
+class LineHandler(logging.Handler):
+    """Formats in the caller's thread and hands the line to the writer."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # No handler lock: formatting is reentrant and the writer's queue is thread-safe.
+        if self.filter(record):
+            self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.put(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(level: str, log_format: str) -> LineWriter:
+    """Root logging to stdout, JSON or text; `stop_logging` the returned writer at exit."""
+    writer = LineWriter(sys.stdout)
+    handler = LineHandler(writer)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The request log is an access log: `telemetry.logs.format: off` turns it off, not --log-level.
+    logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
+    return writer
+
+
+def stop_logging(writer: LineWriter, timeout_s: float = 5.0) -> None:
+    writer.stop(timeout_s)
