@@ -34,7 +34,6 @@ from gateway.policy import (
     gate_responses_response,
 )
 from gateway.store import AuditEvent, ReviewRecord
-from gateway.tokens import estimate_request_tokens
 from providers.base import CHAT, EMBEDDINGS
 from providers.sse import SSEEvent
 
@@ -57,7 +56,7 @@ class Enforcer:
         body = exchange.body
         self.facts = RequestFacts(tenant=exchange.tenant.name, agent=exchange.agent, alias=exchange.alias,
                                   api=exchange.api, body=body, headers=headers,
-                                  estimate_tokens=lambda: estimate_request_tokens(exchange.api, body))
+                                  estimate_tokens=exchange.estimated_prompt_tokens)
         self.approval_id = headers.get(APPROVAL_HEADER)
         self._original = body
         self._gate: ChatStreamGate | ResponsesStreamGate | None = None

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.config import TenantConfig
 from gateway.router import Outcome
+from gateway.tokens import estimate_request_tokens
 from gateway.usage import Usage
 from providers.base import Api
 
@@ -59,6 +60,8 @@ class Exchange:
     """Tokens counted against rate limits at admission (settled with the actual ones)."""
     finalized: bool = False
     """Usage and cost are final (see `Meter.finalize`)."""
+    prompt_estimate: int | None = None
+    """Estimated prompt tokens (see `estimated_prompt_tokens`), computed at most once."""
     answer: Any = None
     """The JSON answer as sent (kept for review records)."""
     known_alias: str | None = None
@@ -77,6 +80,12 @@ class Exchange:
     def model_name(self) -> str | None:
         target = self.outcome.target
         return target.model if target is not None else None
+
+    def estimated_prompt_tokens(self) -> int:
+        """Prompt tokens estimated from the body, once per request (policies and limits share it)."""
+        if self.prompt_estimate is None:
+            self.prompt_estimate = estimate_request_tokens(self.api, self.body or {})
+        return self.prompt_estimate
 
     def elapsed(self) -> float:
         return (self.finished or time.perf_counter()) - self.started

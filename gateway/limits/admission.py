@@ -16,7 +16,6 @@ from gateway.exchange import Exchange
 from gateway.limits.concurrency import ConcurrencyCap
 from gateway.limits.quota import DEFAULT_OUTPUT_ESTIMATE, Hold, Quotas, budget_limits
 from gateway.router import Route
-from gateway.tokens import estimate_request_tokens
 from gateway.usage import Usage
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ class Admission:
         limits = tenant.limits
         if not (limits.rpm or limits.tpm or budget_limits(tenant) or tenant.model_limits):
             return None
-        prompt = estimate_request_tokens(exchange.api, exchange.body)
+        prompt = exchange.estimated_prompt_tokens()
         cap = output_cap(exchange.body)
         tokens = prompt + (cap or 0)
         cost = 0.0

@@ -8,8 +8,9 @@ the engine turns into a fail-closed decision.
 
 The Rust CEL runtime keeps its built-in `matches()`, which recompiles its pattern on
 every call (about 125 µs); a Python function cannot replace it. `regex(text, pattern)`
-is the fast alternative: Python `re` syntax, search semantics like `matches()`, and a
-cache of compiled patterns.
+is the fast alternative: Python `re` syntax, search semantics like `matches()`, a
+cache of compiled patterns, and a literal prefilter (a text without the fixed text
+every match needs is not searched: see literals.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cel
 from cel.stdlib import STDLIB_FUNCTIONS
+
+from gateway.policy.literals import Prefilter, prefilter
+from gateway.policy.native import EvalError, Evaluator, Unrepresentable, compile_native
+
+if TYPE_CHECKING:
+    from gateway.policy.scope import Scope
 
 # name -> what it holds; the reference in docs/policies.md mirrors this table.
 VARIABLES: dict[str, str] = {
@@ -61,13 +68,17 @@ _NAME_ONLY_USE = re.compile(r"\btool_call\s*\.\s*name\b")
 
 
 @lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> tuple[re.Pattern[str], Prefilter | None]:
+    compiled = re.compile(pattern)
+    return compiled, prefilter(compiled)
 
 
 def regex(text: str, pattern: str) -> bool:
     """`regex(text, pattern)`: does `pattern` (Python re syntax) occur in `text`?"""
-    return _compiled(pattern).search(text) is not None
+    compiled, literals = _compiled(pattern)
+    if literals is not None and type(text) is str and literals.excludes(text):
+        return False
+    return compiled.search(text) is not None
 
 
 # Python functions a condition may call. The CEL built-ins stay as they are: a Python
@@ -91,15 +102,32 @@ class Condition:
     # Whether it reads `tool_call` beyond `tool_call.name`: the call's arguments must
     # then be complete and parsed before it can be evaluated.
     reads_arguments: bool
+    # The same expression as Python closures, when it is written in the native subset.
+    native: Evaluator | None = None
 
-    def evaluate(self, context: cel.Context) -> bool:
-        try:
-            result = self.program.execute(context)
-        except Exception as exc:  # the runtime raises KeyError, TypeError, RuntimeError, ...
-            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
+    def evaluate(self, scope: Scope) -> bool:
+        """The condition's value for the variables in `scope`; ConditionError if it has none."""
+        if self.native is None:
+            result = self._run(scope)
+        else:
+            scope.read(self.variables)
+            try:
+                result = self.native(scope)
+            except EvalError as exc:
+                raise ConditionError(str(exc)) from None
+            except Unrepresentable:
+                result = self._run(scope)
         if not isinstance(result, bool):
             raise ConditionError(f"the condition returned {result!r}, not true or false")
         return result
+
+    def _run(self, scope: Scope) -> Any:
+        """Evaluation by the CEL runtime."""
+        context = scope.cel_context(self.variables, self.functions)
+        try:
+            return self.program.execute(context)
+        except Exception as exc:  # the runtime raises KeyError, TypeError, RuntimeError, ...
+            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
 
 
 def compile_condition(source: str, stage: str | None) -> tuple[Condition | None, list[str]]:
@@ -134,6 +162,7 @@ def compile_condition(source: str, stage: str | None) -> tuple[Condition | None,
         variables=variables,
         functions=frozenset(functions & FUNCTIONS.keys()),
         reads_arguments=reads_arguments,
+        native=compile_native(source, FUNCTIONS, variables),
     ), []
 
 

@@ -12,10 +12,9 @@ action) and the decision carries the error.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import cel
 import orjson
 
 from gateway.policy.bodytext import conversation, map_texts
@@ -24,33 +23,27 @@ from gateway.policy.facts import RequestFacts
 from gateway.policy.model import Decision, Policy, RequestVerdict, Rule, ToolVerdict
 from gateway.policy.names import ToolRef
 from gateway.policy.redact import TextFilter, redact_whole
+from gateway.policy.scope import Scope
 from gateway.policy.toolrefs import DeclaredTool, strip_tools
 
 UNREADABLE_NAME = "<unreadable>"
 
 
 class _Stage:
-    """The rules of one stage with what their conditions need, computed once."""
+    """The rules of one stage with what they need, worked out once."""
 
     def __init__(self, name: str, rules: Sequence[Rule]) -> None:
         self.name = name
         self.rules = tuple(rules)
-        conditions = [rule.when for rule in self.rules if rule.when is not None]
-        self.variables = frozenset().union(*(c.variables for c in conditions))
-        self.functions = frozenset().union(*(c.functions for c in conditions))
         self.has_tool_lists = any(rule.tools is not None for rule in self.rules)
-
-    def context(self, facts: RequestFacts, **per_call: Any) -> cel.Context:
-        return facts.context(self.name, self.variables, self.functions, **per_call)
 
 
 class _Evaluation:
     """Bookkeeping for one pass over a stage: decisions, and whether one decided."""
 
-    def __init__(self, stage: _Stage, context: Callable[[], cel.Context]) -> None:
+    def __init__(self, stage: _Stage, scope: Scope) -> None:
         self.stage = stage
-        self._make_context = context
-        self._context: cel.Context | None = None
+        self.scope = scope
         self.decisions: list[Decision] = []
         self.deciding: Decision | None = None
         self.allowed = False
@@ -65,10 +58,8 @@ class _Evaluation:
             return True, None
         if unavailable is not None and rule.when.reads_arguments:
             return False, unavailable
-        if self._context is None:
-            self._context = self._make_context()
         try:
-            return rule.when.evaluate(self._context), None
+            return rule.when.evaluate(self.scope), None
         except ConditionError as exc:
             return False, str(exc)
 
@@ -114,7 +105,7 @@ class TenantPolicies:
 
     def evaluate_request(self, facts: RequestFacts) -> RequestVerdict:
         stage = self._request
-        run = _Evaluation(stage, lambda: stage.context(facts))
+        run = _Evaluation(stage, Scope(facts))
         body = facts.body
         declared = facts.declared if stage.has_tool_lists else []
         for rule in stage.rules:
@@ -174,7 +165,7 @@ class TenantPolicies:
         stage = self._tool_call
         parsed, unavailable = _parse_arguments(arguments, is_json) if self.needs_tool_arguments else ({}, None)
         call = {"name": tool.name, "arguments": parsed if parsed is not None else {}}
-        run = _Evaluation(stage, lambda: stage.context(facts, tool_call=call))
+        run = _Evaluation(stage, Scope(facts, tool_call=call))
         tool_name = tool.name or UNREADABLE_NAME
         for rule in stage.rules:
             if run.decided and rule.deciding:
@@ -220,7 +211,7 @@ class TenantPolicies:
         stage = self._response
         if not stage.rules:
             return None
-        run = _Evaluation(stage, lambda: stage.context(facts))
+        run = _Evaluation(stage, Scope(facts))
         scanning: list[Rule] = []
         deferred: list[Rule] = []
         for rule in stage.rules:
@@ -243,7 +234,7 @@ class TenantPolicies:
 
     def _at_end(self, facts: RequestFacts, rules: list[Rule], text: str) -> list[Decision]:
         stage = self._response
-        run = _Evaluation(stage, lambda: stage.context(facts, response_text=text))
+        run = _Evaluation(stage, Scope(facts, response_text=text))
         for rule in rules:
             if run.decided and rule.deciding:
                 continue

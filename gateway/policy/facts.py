@@ -2,24 +2,19 @@
 
 The caller builds one `RequestFacts` per request. Every derived value (the
 conversation as text, the declared tools, header map, estimates) is computed on first
-use and kept, and a CEL context is built once per stage with only the variables that
-the stage's compiled rules reference (`Program.variables()`): a fact no rule reads is
-never computed. Measured on the pinned runtime: handing a value to CEL costs ~1-2 µs
-per string, once when the context is built; a variable resolver pays it again on
-every read, and came out no faster on bench/policy_bench.py, so contexts are built
-up front.
+use and kept: a fact no rule reads is never computed. The values are plain Python
+values; handing them to the CEL runtime is the job of `scope.Scope`, and only for
+conditions outside the native subset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import cel
-
 from gateway.policy.bodytext import conversation, last_user_text
-from gateway.policy.conditions import FUNCTIONS
+from gateway.policy.conditions import ConditionError
 from gateway.policy.toolrefs import DeclaredTool, declared_tools
 
 # Headers that carry credentials never reach conditions (nor error messages made from them).
@@ -55,9 +50,6 @@ class RequestFacts:
     provider: str | None = None
     estimate_tokens: Callable[[], int] | None = None
     estimate_cost: Callable[[], float | None] | None = None
-    _values: dict[tuple[str, frozenset[str]], dict[str, Any]] = field(
-        default_factory=dict, init=False, repr=False
-    )
 
     @_derived
     def messages(self) -> list[dict[str, str]]:
@@ -111,18 +103,20 @@ class RequestFacts:
         if name == "model":
             return self.alias
         if name == "headers":
+            _check_text("headers", *self.header_map.keys(), *self.header_map.values())
             return self.header_map
+        if name == "agent" and self.agent is not None:
+            _check_text("agent", self.agent)
         return getattr(self, name)
 
-    def context(self, stage: str, variables: frozenset[str], functions: frozenset[str],
-                **per_call: Any) -> cel.Context:
-        """A CEL context holding `variables` (computed once per stage and request) plus
-        `per_call` values such as `tool_call` or `response_text`."""
-        key = (stage, variables)
-        values = self._values.get(key)
-        if values is None:
-            values = {name: self.value(name) for name in variables if name not in per_call}
-            self._values[key] = values
-        if per_call:
-            values = {**values, **{name: v for name, v in per_call.items() if name in variables}}
-        return cel.Context(values, {name: FUNCTIONS[name] for name in functions})
+
+def _check_text(name: str, *texts: str) -> None:
+    """Raise ConditionError for text that is not valid Unicode. HTTP headers are decoded
+    with `surrogateescape`, which keeps invalid UTF-8 as lone surrogates; CEL strings
+    cannot hold those, so a condition reading them fails closed."""
+    for text in texts:
+        if isinstance(text, str) and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConditionError(f"ValueError: the {name} header is not valid UTF-8") from None

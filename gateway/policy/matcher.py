@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from gateway.policy.detectors import DETECTORS, Detector
+from gateway.policy.literals import Prefilter, prefilter
 
 # How far back a stream looks for the start of a match of unbounded length.
 DEFAULT_WINDOW = 64
@@ -68,6 +69,10 @@ class TextMatcher:
     """The checks of one rule, with what a stream needs to hold back, worked out once."""
 
     checks: tuple[Detector, ...]
+    # Per check, fixed text every match contains: a text without it is not searched.
+    prefilters: tuple[Prefilter | None, ...]
+    # All of them as one test, when every check has one: most texts hold no marker at all.
+    any_literal: Prefilter | None
     # The look-back of the unanchored checks (0: every check is anchored).
     open_window: int
     anchored_window: int
@@ -91,8 +96,11 @@ class TextMatcher:
                 for size in range(1, len(anchor)):
                     by_prefix[anchor[:size]] = (*by_prefix.get(anchor[:size], ()), check)
         longest_first = sorted(by_anchor, key=len, reverse=True)
+        prefilters = tuple(prefilter(check.pattern) for check in checks)
         return cls(
             checks=tuple(checks),
+            prefilters=prefilters,
+            any_literal=Prefilter.union(prefilters),
             open_window=max((window_for(c) for c in checks if not c.anchors), default=0),
             anchored_window=max((window_for(c) for c in anchored), default=0),
             anchor_search=re.compile("|".join(map(re.escape, longest_first))) if anchored else None,
@@ -127,11 +135,12 @@ class TextMatcher:
         `confirmed` is False for a match that failed its checksum: not a secret as it
         stands, but a stream must still hold it back while more may arrive.
         """
+        if self.any_literal is not None and self.any_literal.excludes(text):
+            return []
         found: list[Span] = []
-        lowered = text.lower() if self.anchor_search is not None else ""
-        for check in self.checks:
+        for check, literals in zip(self.checks, self.prefilters, strict=True):
             # Substring tests in C are far cheaper than a regex scan that finds nothing.
-            if check.anchors and not any(anchor in lowered for anchor in check.anchors):
+            if literals is not None and literals.excludes(text):
                 continue
             for match in check.pattern.finditer(text):
                 if match.end() == match.start() or not check.starts_at(text, match.start()):
@@ -145,6 +154,8 @@ class TextMatcher:
 
 
 def _merge(spans: list[Span]) -> list[Span]:
+    if len(spans) < 2:
+        return spans
     spans.sort()
     merged: list[Span] = []
     for start, end, confirmed in spans:

@@ -167,7 +167,8 @@ def filter_whole_text(text_filter: TextFilter, text: str) -> str:
 
 def redact_whole(text: str, rule: Rule) -> str:
     """`text` with every confirmed match of the rule's matcher replaced (no streaming)."""
-    if rule.matcher is None:
+    spans = rule.matcher.spans(text) if rule.matcher is not None else None
+    if not spans:
         return text
-    edits = [(start, stop, rule.replacement) for start, stop, ok in rule.matcher.spans(text) if ok]
+    edits = [(start, stop, rule.replacement) for start, stop, ok in spans if ok]
     return _splice(text, len(text), edits)
