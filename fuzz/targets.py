@@ -304,7 +304,7 @@ def check_upstream_chat_json(completion: Any) -> None:
         return
     result = gate_chat_completion(gate.tenant_policies(EVERY_STAGE), _facts(), completion)
     for number, pending in enumerate(result.pending):
-        result.resolve(pending.call_id, number % 2 == 0, "no")
+        result.resolve(pending.key, number % 2 == 0, "no")
     body, _, _ = result.finish()
     if body is not None:
         orjson.dumps(body)

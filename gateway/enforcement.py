@@ -139,7 +139,7 @@ class Enforcer:
         for pending in result.pending:
             approved, reason = await self.approve(pending.decision, tool_digest(pending.name, pending.arguments),
                                                   pending.name, pending.arguments)
-            result.resolve(pending.call_id, approved, reason)
+            result.resolve(pending.key, approved, reason)
         body, error, decisions = result.finish()
         self.record(decisions)
         if error is not None:

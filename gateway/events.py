@@ -37,7 +37,30 @@ def checked_payload(event: SSEEvent) -> dict[str, Any] | None:
                             retryable=True)
     if ("error" in payload and payload.get("object") != "response") or payload.get("type") in RESPONSES_FAILURES:
         raise UpstreamError(_error_message(payload), kind="http", retryable=True)
+    choices = payload.get("choices")
+    if choices is not None and not _chunk_shape_ok(choices):
+        # The tool-call gate must be able to read every chunk: one it cannot read fails closed.
+        raise UpstreamError("the upstream sent a chat chunk of an unexpected shape", kind="malformed",
+                            retryable=True)
     return payload
+
+
+def _chunk_shape_ok(choices: Any) -> bool:
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return False
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return False
+        calls = delta.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(
+                isinstance(call, dict) and isinstance(call.get("function") or {}, dict) for call in calls)):
+            return False
+    return True
 
 
 def _error_message(payload: dict[str, Any]) -> str:

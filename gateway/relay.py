@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,12 +25,13 @@ from gateway.events import checked_payload, is_terminal
 from gateway.exchange import EXTRA_HEADERS, Exchange
 from gateway.metering import UsageWatch
 from gateway.stages import StageChain
-from providers.base import UpstreamError, UpstreamReply
+from providers.base import UpstreamError, UpstreamReply, scrub
 from providers.sse import COMMENT
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
+log = logging.getLogger("lockgate.relay")
 KEEPALIVE_S = 10.0
 T = TypeVar("T")
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -76,6 +78,8 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         if not complete:
             raise UpstreamError("the upstream ended the stream before it was complete", kind="reset")
     except UpstreamError as exc:
+        target = exchange.outcome.target
+        exc.message = scrub(exc.message, target.provider.secrets if target is not None else ())
         failure = mid_stream_error(exc)
         exchange.status, exchange.error_type = failure.status, failure.metric
         await response.write(error_event(failure))
@@ -85,6 +89,14 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     except ConnectionError:
         exchange.status = CLIENT_CLOSED
         raise
+    except Exception:
+        # A bug, after the response started: the client still gets the final error event, and
+        # the middleware never writes a second response into this one.
+        log.exception("stream failed on request %s", exchange.request_id)
+        failure = errors.internal_error(exchange.request_id)
+        exchange.status, exchange.error_type = failure.status, failure.metric
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write(error_event(failure))
     except asyncio.CancelledError:
         if not runtime.draining:
             exchange.status = CLIENT_CLOSED  # the client went away

@@ -23,7 +23,15 @@ from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import ModelConfig, RetryConfig, TargetConfig
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from providers.base import Provider, Timeouts, UpstreamCall, UpstreamError, UpstreamReply
+from providers.base import (
+    Provider,
+    Timeouts,
+    UnsupportedRequest,
+    UpstreamCall,
+    UpstreamError,
+    UpstreamReply,
+    scrub,
+)
 from providers.sse import SSEEvent
 
 log = logging.getLogger("lockgate.router")
@@ -198,9 +206,15 @@ class Router:
             try:
                 async with target.slot(wait_s):
                     reply = await self._send(target, make_call(target), is_content)
+            except UnsupportedRequest as exc:
+                # This target cannot express the request (a 400 if no other target can).
+                record.ended, record.error = time.time(), "unsupported"
+                failures.append(UpstreamError(exc.message, kind="unsupported", error_code=exc.param))
+                return None
             except UpstreamError as exc:
                 outcome.upstream_s += loop.time() - started
                 record.ended, record.error = time.time(), exc.reason
+                exc.message = scrub(exc.message, target.provider.secrets)
                 failures.append(exc)
                 self._record_failure(target, exc)
                 if exc.status in CLIENT_FAULT_STATUSES:
@@ -291,6 +305,12 @@ def client_fault(exc: UpstreamError, target: Target) -> GatewayError:
 
 def final_error(route: Route, failures: list[UpstreamError], tried: int) -> GatewayError:
     """The client's error once every target is spent."""
+    unsupported = [failure for failure in failures if failure.kind == "unsupported"]
+    failures = [failure for failure in failures if failure.kind != "unsupported"]
+    if unsupported and not failures:
+        first = unsupported[0]
+        return errors.invalid_request(f"Model '{route.alias}' cannot serve this request: {first.message}",
+                                      param=first.error_code)
     if not failures:
         waits = [target.breaker.retry_after() for target in route.targets]
         return errors.no_healthy_target(route.alias, max(1.0, min(waits, default=1.0)))

@@ -14,6 +14,7 @@ import orjson
 
 from gateway.config import ServerConfig
 from gateway.errors import invalid_request
+from gateway.shapes import check_shapes
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api
 
 
@@ -36,6 +37,7 @@ def parse_request(api: Api, raw: bytes, limits: ServerConfig) -> ParsedRequest:
     if stream is not None and not isinstance(stream, bool):
         raise invalid_request(f"'stream' must be true or false, got {_kind(stream)}.", param="stream")
     CHECKS[api](body, limits)
+    check_shapes(body)
     return ParsedRequest(api=api, body=body, raw=raw, alias=model, stream=bool(stream))
 
 
@@ -161,6 +163,8 @@ def _check_embeddings(body: dict[str, Any], limits: ServerConfig) -> None:
                               param="input")
     if not isinstance(items, str | list):
         raise invalid_request(f"'input' must be a string or an array, got {_kind(items)}.", param="input")
+    if body.get("stream"):
+        raise invalid_request("Embeddings do not stream: remove 'stream' from the request.", param="stream")
     _expect(body, "encoding_format", (str,), "'float' or 'base64'")
     _expect(body, "dimensions", (int,), "an integer")
 

@@ -13,6 +13,7 @@ router decides what to do with it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -162,6 +163,8 @@ class Provider(Protocol):
     name: str
     kind: str
     apis: frozenset[Api]
+    secrets: tuple[str, ...]
+    """Credentials this provider sends upstream (scrubbed from anything an upstream says back)."""
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         """Make one attempt. Raise `UpstreamError` on any failure, streams included."""
@@ -170,6 +173,23 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Release pooled connections."""
         ...
+
+
+REDACTED = "[REDACTED]"
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` without any of `secrets`, whole or in part (an upstream may quote our credentials
+    back in an error: they must never reach a client or a log)."""
+    for secret in secrets:
+        if len(secret) < 8:
+            continue
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        middle = secret[len(secret) // 4: 3 * len(secret) // 4]
+        if middle in text:
+            text = re.sub(r"\S*" + re.escape(middle) + r"\S*", REDACTED, text)
+    return text
 
 
 class UnsupportedRequest(ValueError):

@@ -29,6 +29,7 @@ EMBEDDING_DIMENSIONS = 256
 class MockProvider:
     kind = "mock"
     apis: frozenset[Api] = frozenset({CHAT, RESPONSES, EMBEDDINGS})
+    secrets: tuple[str, ...] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name

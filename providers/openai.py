@@ -36,7 +36,9 @@ class OpenAIProvider:
                 headers["api-key"] = api_key
             else:
                 headers["Authorization"] = f"Bearer {api_key}"
-        headers.update(extra_headers)
+        extra = dict(extra_headers)
+        headers.update(extra)
+        self.secrets = tuple(value for value in (api_key, *extra.values()) if value)
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._max_connections = max_connections

@@ -81,10 +81,16 @@ class SSEParser:
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buffer = b""
+        self._cr = False
         self._max = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._cr:  # the previous read ended in CR: it and a leading LF are one line ending
+            chunk = chunk[1:] if chunk.startswith(b"\n") else chunk
+            self._cr = False
         if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                self._cr = True  # CR LF may be split between reads: wait for the next byte
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SSEEvent] = []

@@ -35,6 +35,7 @@ class StreamTranslator(Protocol):
 class Dialect(Protocol):
     kind: str
     error: ErrorMapper
+    secrets: tuple[str, ...]
 
     def url(self, model: str, stream: bool) -> str: ...
 
@@ -54,6 +55,7 @@ class TranslatedProvider:
         self.name = name
         self.kind = dialect.kind
         self.dialect = dialect
+        self.secrets = dialect.secrets
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 

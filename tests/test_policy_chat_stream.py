@@ -215,3 +215,67 @@ def test_a_hold_stops_everything_after_it_until_resolved(tmp_path: Path) -> None
     assert [c["choices"][0]["delta"].get("tool_calls", [{}])[0].get("index") for c in emitted(after)] == [0, None]
     [second] = gate.finish()
     assert isinstance(second, Hold) and second.call_key == 1
+
+
+# -- one chunk ends a call and starts the next -----------------------------------------
+
+CITY_RULE = """
+policy: team
+rules:
+  - name: lyon
+    stage: tool_call
+    when: 'tool_call.arguments.city == "Lyon"'
+    action: {action}
+"""
+LATER = ("call_T2", "get_time", '{"city": "Oslo"}')
+
+
+def _packed_stream(end_first: bool, finish_with_it: bool = False) -> list[dict]:
+    """The first call's arguments end in the chunk where the second call starts."""
+    call_id, name, arguments = ALLOWED
+    head = call_delta(0, call_id=call_id, name=name, arguments=arguments[:10])
+    end = call_delta(0, arguments=arguments[10:])
+    start = call_delta(1, call_id=LATER[0], name=LATER[1], arguments=LATER[2])
+    finish = "tool_calls" if finish_with_it else None
+    packed = chunk({"tool_calls": [end, start] if end_first else [start, end]}, finish)
+    return [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": [head]}), packed,
+            *([] if finish_with_it else [chunk({}, "tool_calls")])]
+
+
+@pytest.mark.parametrize("finish_with_it", [False, True], ids=["then-finish", "finish-in-it"])
+@pytest.mark.parametrize("end_first", [True, False], ids=["end-first", "start-first"])
+def test_a_call_is_judged_on_its_whole_arguments(tmp_path: Path, end_first: bool, finish_with_it: bool) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, CITY_RULE.format(action="deny").replace("Lyon", "Paris")), facts())
+    items, _ = run_chat(gate, _packed_stream(end_first, finish_with_it))
+    final = chat_final(items).choices[0]
+    assert [(c.id, c.function.name, c.function.arguments) for c in final.message.tool_calls or []] == [ALLOWED, LATER]
+    assert final.finish_reason == "tool_calls" and not final.message.content
+    assert gate.decisions == []  # nothing failed closed on half the arguments
+
+
+@pytest.mark.parametrize("end_first", [True, False], ids=["end-first", "start-first"])
+def test_a_call_ended_beside_the_next_is_blocked_on_its_whole_arguments(tmp_path: Path, end_first: bool) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, CITY_RULE.format(action="deny")), facts())
+    items, _ = run_chat(gate, _packed_stream(end_first))
+    out = json.dumps(emitted(items))
+    assert ALLOWED[0] not in out and "celsius" not in out
+    final = chat_final(items).choices[0]
+    assert [(c.index, c.id, c.function.arguments) for c in final.message.tool_calls or []] == [(0, *LATER[::2])]
+    assert final.message.content == "Tool call 'get_weather' was blocked by policy rule 'lyon'."
+    assert [d.label for d in gate.decisions] == ["team/lyon=deny"] and not gate.decisions[0].error
+
+
+@pytest.mark.parametrize("approve", [True, False])
+@pytest.mark.parametrize("end_first", [True, False], ids=["end-first", "start-first"])
+def test_a_hold_on_a_call_ended_beside_the_next(tmp_path: Path, end_first: bool, approve: bool) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, CITY_RULE.format(action="require_approval")), facts())
+    items, _ = run_chat(gate, _packed_stream(end_first), approve)
+    [hold] = [item for item in items if isinstance(item, Hold)]
+    assert (hold.call_key, hold.name, hold.arguments) == (0, ALLOWED[1], ALLOWED[2])
+    final = chat_final(items).choices[0]
+    calls = [(c.index, c.id, c.function.arguments) for c in final.message.tool_calls or []]
+    # After the hold the chunk goes on where it stopped: the next call is taken in once.
+    if approve:
+        assert calls == [(0, ALLOWED[0], ALLOWED[2]), (1, LATER[0], LATER[2])] and not final.message.content
+    else:
+        assert calls == [(0, LATER[0], LATER[2])] and "not approved" in (final.message.content or "")

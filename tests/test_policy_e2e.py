@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from openai import OpenAI
 from tests.fakes.openai_server import Script, State
 from tests.harness import ADMIN_KEY, OTHER_TENANT_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server
 from tests.policy_setup import THIRD_TENANT_KEY, policy_config
+from tests.test_approvals_e2e import decide, pending
 
 
 def tool(name: str) -> dict[str, Any]:
@@ -180,6 +182,25 @@ def test_on_violation_error_ends_the_stream_with_an_error_event(gateway: Gateway
     with pytest.raises(openai.PermissionDeniedError):
         client(gateway, "lg-test-umbrella-key").chat.completions.create(model="gpt-test", messages=USER,
                                                                         tools=[tool("lookup")])
+
+
+def test_calls_sharing_an_id_each_wait_for_their_own_approval(gateway: Gateway, upstream_state: State) -> None:
+    upstream_state.queue.append(Script(tool_calls=[
+        {"name": "database_write", "arguments": {"table": "users"}, "id": "call_same"},
+        {"name": "database_write", "arguments": {"table": "payroll"}, "id": "call_same"}]))
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(client(gateway).chat.completions.create, model="gpt-test", messages=USER,
+                             tools=[tool("database_write")])
+        first = pending(gateway)
+        assert json.loads(first["arguments"]) == {"table": "users"}
+        decide(gateway, first["id"], "approve")
+        second = pending(gateway)  # an approval of its own, showing its own arguments
+        assert second["id"] != first["id"] and json.loads(second["arguments"]) == {"table": "payroll"}
+        decide(gateway, second["id"], "deny", "not payroll")
+        message = answer.result(timeout=30).choices[0].message
+    assert [(c.id, json.loads(c.function.arguments)) for c in message.tool_calls or []] == [
+        ("call_same", {"table": "users"})]
+    assert message.content == "Tool call 'database_write' was not approved (policy rule 'database-writes'): not payroll"
 
 
 def test_responses_function_call_is_gated(gateway: Gateway, upstream_state: State) -> None:

@@ -59,6 +59,11 @@ class ProviderConfig:
     headers: tuple[tuple[str, str], ...] = ()
     max_connections: int = 1000
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What this provider sends as credentials (never repeated to a client or a log)."""
+        return tuple(value for value in (self.api_key, *(value for _, value in self.headers)) if value)
+
 
 @dataclass(frozen=True, slots=True)
 class TargetConfig:

@@ -49,7 +49,7 @@ class Reader:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.problem(container, key, path, f"must be {_TYPE_NAMES.get(kind, kind.__name__)}, "
-                                                f"got {_kind(value)} {value!r}")
+                                                f"got {_kind(value)}{_shown(path, value)}")
             return default
         if minimum is not None and isinstance(value, int | float) and value < minimum:
             self.problem(container, key, path, f"must be at least {minimum}, got {value}")
@@ -89,6 +89,17 @@ class Reader:
             suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(allowed)}"
             self.problem(container, key, f"{path}.{key}" if path else str(key),
                          f"unknown key '{key}'{suggestion}")
+
+
+_SENSITIVE = ("key", "secret", "token", "password", "auth", "header", "url")
+
+
+def _shown(path: str, value: Any) -> str:
+    """The offending value, quoted in a problem only when it cannot be a credential."""
+    if any(word in path.lower() for word in _SENSITIVE) or not isinstance(value, str | int | float | bool):
+        return ""
+    text = repr(value)
+    return f" {text}" if len(text) <= 40 else ""
 
 
 def _kind(value: Any) -> str:

@@ -4,12 +4,13 @@ Text deltas go out in the same `feed` call (a response-stage redaction rule may 
 a short tail back). A tool call's own deltas are held only until the rules can judge
 it: its name is treated as known once its arguments start (so a name split across
 deltas is judged whole), and when a rule reads arguments, until they are complete
-(the next call starts, the choice finishes, or the stream ends). An allowed call is
-then released as it came: the same chunk objects when a chunk held nothing else,
-otherwise one chunk per held delta; only its `index` changes when an earlier call
-was removed, because clients keep tool calls in a list by index. A blocked call never
-reaches the client: it is replaced by a text delta naming the rule, or ends the
-stream (`on_violation: error`).
+(the next call starts, the choice finishes, or the stream ends). Calls are judged only
+once every delta of a chunk is taken in, because one chunk may carry the end of a call
+and the start of the next (in either order). An allowed call is then released as it
+came: the same chunk objects when a chunk held nothing else, otherwise one chunk per
+held delta; only its `index` changes when an earlier call was removed, because clients
+keep tool calls in a list by index. A blocked call never reaches the client: it is
+replaced by a text delta naming the rule, or ends the stream (`on_violation: error`).
 A call that changes after it was checked, a delta without a valid index, or an index
 that goes back to a new call fails the stream closed.
 """
@@ -64,6 +65,28 @@ class _Choice:
     client_index: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
+class _Part:
+    """One choice of a chunk, once its tool-call deltas were taken in."""
+
+    choice: _Choice
+    data: dict
+    delta: dict  # as it came ({} when it is not an object)
+    # The delta as it goes on: without the tool-call deltas that were held or dropped.
+    kept: dict
+
+
+@dataclass(eq=False)
+class _Fed:
+    """A chunk in the backlog. Its deltas are taken in once (`parts`); settling the calls
+    it completes may stop at a hold, and then goes on from there after `resolve`."""
+
+    chunk: dict
+    parts: list[_Part] | None = None
+    # The whole chunk went into a call's held output (it carried nothing else).
+    consumed: bool = False
+
+
 class ChatStreamGate:
     """Gates one streamed chat completion (see the module docstring)."""
 
@@ -93,7 +116,7 @@ class ChatStreamGate:
     def feed(self, chunk: dict) -> list[GateItem]:
         if self._failed:
             return []
-        self._backlog.append(chunk)
+        self._backlog.append(_Fed(chunk))
         return self._drain()
 
     def finish(self) -> list[GateItem]:
@@ -125,69 +148,95 @@ class ChatStreamGate:
             self._backlog.clear()
         return self._roles(out)
 
-    def _chunk(self, chunk: dict) -> list[GateItem]:
+    def _chunk(self, fed: _Fed) -> list[GateItem]:
+        chunk = fed.chunk
         choices = chunk.get("choices")
-        if not (self._gate_tools or self._filter_text) or not isinstance(choices, list) or not choices:
+        if not (self._gate_tools or self._filter_text) or not choices:
             return [Emit(chunk, True)]
-        if not all(isinstance(data, dict) for data in choices):
-            return self._malformed("a choice is not an object")
-        self._envelope = {key: value for key, value in chunk.items() if key not in ("choices", "usage")}
-        out = self._settle_for(choices)
-        if self._holding is not None or self._failed:
-            return out
-        whole = self._gate_tools and single_call_chunk(chunk)
-        consumed = False
-        new_choices = []
-        changed = False
+        out: list[GateItem] = []
+        if fed.parts is None:
+            # A chunk the gate cannot read is never passed on unjudged: it fails closed.
+            if not isinstance(choices, list) or not all(isinstance(data, dict) for data in choices):
+                return self._malformed("the chunk's choices are not a list of objects")
+            if not all(isinstance(data.get("delta", {}), dict) for data in choices):
+                return self._malformed("a choice's delta is not an object")
+            self._envelope = {key: value for key, value in chunk.items() if key not in ("choices", "usage")}
+            fed.parts = self._take_in(fed, choices, out)
+            if self._failed:
+                return out
+        for part in fed.parts:
+            out.extend(self._settle(part.choice, finishing=part.data.get("finish_reason") is not None))
+            if self._holding is not None or self._failed:
+                return out
+        if not fed.consumed:
+            out.extend(self._rest(fed.chunk, fed.parts))
+        # A call named in this chunk is judged after the chunk's other deltas went out,
+        # so the client still sees the calls in the order of their indexes.
+        for part in fed.parts:
+            out.extend(self._check_named(part.choice))
+        return out
+
+    def _take_in(self, fed: _Fed, choices: list[dict], out: list[GateItem]) -> list[_Part]:
+        """Route every tool-call delta of the chunk: kept in it, held for its call, or dropped."""
+        whole = self._gate_tools and single_call_chunk(fed.chunk)
+        parts = []
         for data in choices:
             choice = self._choice(data.get("index", 0))
             delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
-            new_delta = dict(delta)
+            kept = dict(delta)
             if self._gate_tools:
-                kept, held = self._tool_deltas(choice, delta, chunk if whole else None, out)
+                routed, held = self._tool_deltas(choice, delta, fed.chunk if whole else None, out)
                 if self._failed:
-                    return out
-                consumed = consumed or (whole and held)
+                    return parts
+                fed.consumed = fed.consumed or (whole and held)
                 for key in ("tool_calls", LEGACY):
-                    if key in kept:
-                        new_delta[key] = kept[key]
+                    if key in routed:
+                        kept[key] = routed[key]
                     else:
-                        new_delta.pop(key, None)
-            new_data = self._text(choice, data, new_delta)
-            if self._failed:
-                return [*out, *self._failure(choice)]
-            changed = changed or new_data is not data or new_delta != delta
-            new_choices.append(new_data)
-        if consumed:
-            return out
-        if not changed:
-            return [*out, Emit(chunk, True)]
-        rest = {**chunk, "choices": new_choices}
-        if any(meaningful(c) for c in new_choices) or chunk.get("usage"):
-            out.append(Emit(rest, False))
+                        kept.pop(key, None)
+            parts.append(_Part(choice, data, delta, kept))
+        return parts
+
+    def _settle(self, choice: _Choice, *, finishing: bool) -> list[GateItem]:
+        """Judge the choice's calls that are complete: a later call started, or the choice finishes."""
+        out: list[GateItem] = []
+        for call in self._calls_of(choice):
+            if call.settled or not (finishing or 0 <= call.index < choice.last_call):
+                continue
+            out.extend(self._apply(self._checker.check(call, complete=True), choice, call))
+            if self._holding is not None or self._failed:
+                break
         return out
 
-    def _settle_for(self, choices: list) -> list[GateItem]:
-        """Settle the calls this chunk completes (a later call starts, or the choice finishes)."""
+    def _check_named(self, choice: _Choice) -> list[GateItem]:
+        """Check the choice's open call once its name is complete (its arguments started)."""
         out: list[GateItem] = []
-        if not self._gate_tools:
-            return out
-        for data in choices:
-            choice = self._choice(data.get("index", 0))
-            deltas = (data.get("delta") or {}).get("tool_calls") if isinstance(data.get("delta"), dict) else None
-            starts = [d.get("index") for d in deltas or () if isinstance(d, dict)
-                      and (choice.index, d.get("index")) not in self._calls]
-            finishing = data.get("finish_reason") is not None
-            for (index, key), call in list(self._calls.items()):
-                if index != choice.index or call.settled:
-                    continue
-                completes = finishing or (isinstance(key, int) and any(
-                    isinstance(start, int) and start > key for start in starts))
-                if completes:
-                    out.extend(self._apply(self._checker.check(call, complete=True), choice, call))
-                    if self._holding is not None or self._failed:
-                        return out
+        for call in self._calls_of(choice):
+            if self._failed:
+                break
+            if call.state == "pending" and call.arguments:
+                out.extend(self._apply(self._checker.check(call, complete=False), choice, call))
         return out
+
+    def _calls_of(self, choice: _Choice) -> list[StreamCall]:
+        return [call for (index, _), call in self._calls.items() if index == choice.index]
+
+    def _rest(self, chunk: dict, parts: list[_Part]) -> list[GateItem]:
+        """What goes on of the chunk: text filtered, finish_reason rewritten, tool calls kept."""
+        new_choices = []
+        changed = False
+        for part in parts:
+            new_data = self._text(part.choice, part.data, part.kept)
+            if self._failed:
+                return self._failure(part.choice)
+            changed = changed or new_data is not part.data or part.kept != part.delta
+            new_choices.append(new_data)
+        if not changed:
+            return [Emit(chunk, True)]
+        rest = {**chunk, "choices": new_choices}
+        if any(meaningful(c) for c in new_choices) or chunk.get("usage"):
+            return [Emit(rest, False)]
+        return []
 
     def _tool_deltas(self, choice: _Choice, delta: dict, whole: dict | None,
                      out: list[GateItem]) -> tuple[dict[str, Any], bool]:
@@ -221,8 +270,6 @@ class ChatStreamGate:
             if source == "tool_calls" and isinstance(entry.get("type"), str) and entry["type"] == "custom":
                 call.is_json = False
             call.held.append(Emit(whole, True) if whole is not None else self._piece(choice, entry, source))
-            if arguments and call.state == "pending":
-                out.extend(self._apply(self._checker.check(call, complete=False), choice, call))
         if LEGACY in kept:
             kept[LEGACY] = kept[LEGACY][0]
         return kept, held

@@ -1,8 +1,9 @@
 """Gating a complete (non-streamed) response: chat completion or Responses object.
 
-Every tool call is judged at once. Calls that need a human are listed in
-`GateResult.pending`; the caller resolves them (possibly after an approval hold),
-then `finish()` builds the answer: blocked calls removed and replaced by an
+Every tool call is judged at once, each on its own. Calls that need a human are listed
+in `GateResult.pending`, each under a `key` naming where it sits in the answer (the
+upstream's call ids need not be unique); the caller resolves them by that key
+(possibly after an approval hold), then `finish()` builds the answer: blocked calls removed and replaced by an
 assistant text naming the rule, `finish_reason` "tool_calls" kept only while an
 allowed call remains, response-stage text rules applied to the message text. A
 rule with `on_violation: error`, or a response-stage deny, turns it into an error.
@@ -28,6 +29,11 @@ GateError = tuple[str, str, str | None]  # (code, message, rule)
 
 @dataclass(frozen=True, slots=True)
 class PendingCall:
+    """A tool call waiting for a human. `key` is its place in the answer, unique within
+    it: "<position in choices>:<position of the call>" (chat) or "<output index>"
+    (Responses). `call_id` is the upstream's id, which two calls may share."""
+
+    key: str
     call_id: str
     name: str
     arguments: str
@@ -80,16 +86,16 @@ class GateResult:
         self._rebuild = rebuild
         self._text = text
         self.pending = [
-            PendingCall(j.call_id, j.name, j.arguments, j.verdict.deciding)  # type: ignore[arg-type]
-            for j in judged.values() if j.waiting
+            PendingCall(key, j.call_id, j.name, j.arguments, j.verdict.deciding)  # type: ignore[arg-type]
+            for key, j in judged.items() if j.waiting
         ]
 
-    def resolve(self, call_id: str, approved: bool, reason: str | None = None) -> None:
-        found = [judged for judged in self._judged.values() if judged.call_id == call_id and judged.waiting]
-        if not found:
-            raise ValueError(f"no tool call {call_id!r} is waiting for approval")
-        for judged in found:
-            judged.approved, judged.reason = approved, reason
+    def resolve(self, key: str, approved: bool, reason: str | None = None) -> None:
+        """Decide the waiting call at `key` (a `PendingCall.key`), and only that one."""
+        judged = self._judged.get(key)
+        if judged is None or not judged.waiting:
+            raise ValueError(f"no tool call {key!r} is waiting for approval")
+        judged.approved, judged.reason = approved, reason
 
     def finish(self) -> tuple[dict | None, GateError | None, list[Decision]]:
         """(changed body or None, error or None, decisions). Unresolved calls count as denied."""

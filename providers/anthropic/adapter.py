@@ -48,6 +48,7 @@ class AnthropicDialect:
         self._url = f"{config.base_url}/v1/messages"
         self._headers = {"Content-Type": "application/json", "anthropic-version": self.api_version,
                          **dict(config.headers)}
+        self.secrets = config.secrets
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
 

@@ -22,6 +22,7 @@ from providers.anthropic.messages import convert_messages
 from providers.anthropic.tools import convert_tools
 from providers.anthropic.traits import ModelTraits, traits_for
 from providers.base import UnsupportedRequest
+from providers.shapes import request_guard
 
 # reasoning_effort -> thinking.budget_tokens for models that take a manual budget.
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768,
@@ -49,6 +50,7 @@ _UNSUPPORTED = {
 }
 
 
+@request_guard("Anthropic")
 def chat_to_anthropic(body: dict[str, Any], model: str, *, default_max_tokens: int = 4096,
                       traits: ModelTraits | None = None) -> dict[str, Any]:
     """The Anthropic Messages body for a Chat Completions `body`, sent to `model`.

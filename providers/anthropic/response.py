@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from providers.shapes import answer_guard
+
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -75,6 +77,7 @@ def tool_arguments(tool_input: Any) -> str:
     return orjson.dumps(tool_input if tool_input is not None else {}).decode()
 
 
+@answer_guard("anthropic")
 def anthropic_to_chat(message: dict[str, Any], model: str, *, created: int | None = None,
                       completion_id: str | None = None, legacy_functions: bool = False) -> dict[str, Any]:
     """The `chat.completion` for an Anthropic Message (the JSON of a non-streamed answer)."""

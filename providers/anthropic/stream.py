@@ -30,6 +30,7 @@ from typing import Any
 
 from providers.anthropic.errors import stream_error
 from providers.anthropic.response import completion_id_for, finish_reason, tool_arguments, usage_to_chat
+from providers.shapes import answer_guard
 
 Chunk = dict[str, Any]
 
@@ -71,6 +72,7 @@ class AnthropicStreamTranslator:
         `message_delta` (None before `message_start`)."""
         return usage_to_chat(self._usage) if self._usage is not None else None
 
+    @answer_guard("anthropic")
     def feed(self, event_type: str, data: dict[str, Any]) -> list[Chunk]:
         if event_type == "error":
             raise stream_error(data)

@@ -45,6 +45,7 @@ class GeminiDialect:
         assert config.base_url is not None
         self._root = f"{config.base_url}/{API_VERSION}/models"
         self._headers = {"Content-Type": "application/json", **dict(config.headers)}
+        self.secrets = config.secrets
         if config.api_key:
             self._headers["x-goog-api-key"] = config.api_key
 

@@ -20,6 +20,7 @@ import orjson
 from providers.base import UnsupportedRequest
 from providers.gemini.options import generation_config, thinks_in_levels, tool_config, tools
 from providers.gemini.toolcalls import SKIP_SIGNATURE, split_tool_call_id
+from providers.shapes import request_guard
 
 Part = dict[str, Any]
 Content = dict[str, Any]
@@ -28,6 +29,7 @@ _DATA_URL = re.compile(r"data:(?P<mime>[^;,]+)(?:;[^,;]+)*;base64,(?P<data>.*)",
 _URL_SCHEMES = ("https://", "http://", "gs://")
 
 
+@request_guard("Gemini")
 def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The `generateContent` / `streamGenerateContent` body for a Chat Completions request."""
     messages = body.get("messages")

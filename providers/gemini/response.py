@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from providers.base import UpstreamError
 from providers.gemini.toolcalls import tool_call_from_part
+from providers.shapes import answer_guard
 
 PartKind = Literal["text", "reasoning", "call"]
 
@@ -24,6 +25,7 @@ _FILTERED = frozenset({
 })
 
 
+@answer_guard("gemini")
 def gemini_to_chat(response: dict[str, Any], model: str, *, created: int | None = None,
                    completion_id: str | None = None) -> dict[str, Any]:
     raise_if_blocked(response)

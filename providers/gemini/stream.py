@@ -21,6 +21,7 @@ from providers.gemini.response import (
     usage_to_chat,
 )
 from providers.gemini.toolcalls import tool_call_from_part
+from providers.shapes import answer_guard
 
 _DELTA_FIELD = {"text": "content", "reasoning": "reasoning_content"}
 
@@ -45,6 +46,7 @@ class GeminiStreamTranslator:
         """Whether every choice seen so far has a finish reason (False: the stream was cut)."""
         return bool(self._calls) and self._finished == set(self._calls)
 
+    @answer_guard("gemini")
     def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """One event's payload -> zero or more chunks. Raises `UpstreamError` on a blocked prompt."""
         raise_if_blocked(data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from providers.base import UnsupportedRequest
+from providers.shapes import request_guard
 
 TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 MESSAGE_ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
@@ -42,6 +43,7 @@ _SERVER_STATE_FIELDS = {
 }
 
 
+@request_guard("the Responses API bridge")
 def responses_to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     """Translate a Responses request body into a Chat Completions request body."""
     _reject_server_state(body)

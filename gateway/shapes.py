@@ -1,0 +1,54 @@
+"""The shapes of the request fields the gateway reads, checked before anything reads them.
+
+Policies, token estimates and provider translators all read messages, content parts,
+tool calls and tool declarations; a field of the wrong type there (a list where a string
+belongs) is the client's mistake and gets a 400 naming the field, here, once. Tool
+parameter schemas are not walked: JSON Schema has its own rules (`"type"` may be a list).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors import invalid_request
+
+STRING_FIELDS = frozenset({"role", "type", "name", "tool_call_id", "call_id", "arguments", "text", "id",
+                           "refusal", "detail", "status", "url", "description", "instructions"})
+OPAQUE_FIELDS = frozenset({"parameters", "input_schema", "json_schema", "schema", "metadata", "input_audio",
+                           "file", "annotations", "logprobs", "cache_control"})
+"""Fields whose insides are not the gateway's business (schemas, attachments)."""
+MAX_SHAPE_DEPTH = 8
+
+
+def check_shapes(body: dict[str, Any]) -> None:
+    for field in ("messages", "input", "tools", "functions", "tool_choice", "function_call"):
+        value = body.get(field)
+        if isinstance(value, list | dict):
+            _check(value, field, 0)
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    if depth > MAX_SHAPE_DEPTH:
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, list):
+                raise invalid_request(f"'{path}[{index}]' must be an object or a string, got an array.",
+                                      param=f"{path}[{index}]")
+            _check(item, f"{path}[{index}]", depth + 1)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        where = f"{path}.{key}"
+        if key in OPAQUE_FIELDS or item is None:
+            continue
+        if key in STRING_FIELDS and not isinstance(item, str):
+            raise invalid_request(f"'{where}' must be a string.", param=where)
+        if key == "content" and not isinstance(item, str | list):
+            raise invalid_request(f"'{where}' must be a string or an array of content parts.", param=where)
+        if key in ("tool_calls", "function") and not isinstance(item, list | dict):
+            raise invalid_request(f"'{where}' must be {'an array' if key == 'tool_calls' else 'an object'}.",
+                                  param=where)
+        if isinstance(item, list | dict):
+            _check(item, where, depth + 1)
