@@ -130,6 +130,12 @@ class Approvals:
             return "mismatch", record  # already used: an approval lets one request through
         return "ok", record
 
+    def wake(self, approval_id: str) -> None:
+        """A decision was made elsewhere (another replica): release a hold waiting here."""
+        event = self._events.get(approval_id)
+        if event is not None:
+            event.set()
+
     def _decided(self, record: ApprovalRecord) -> None:
         self.metrics.approvals_pending.dec()
         event = self._events.get(record.id)

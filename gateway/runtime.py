@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import errors
+from gateway.approval_bus import RedisApprovalBus
 from gateway.approvals import Approvals
 from gateway.auth import KeyRing, digest, presented_key
 from gateway.batch import BatchWriter
@@ -94,6 +95,7 @@ class Runtime:
         self.ledger: BatchWriter[LedgerRow] = BatchWriter(self.store.write_ledger, "ledger")
         self.audit: BatchWriter[AuditEvent] = BatchWriter(self.store.write_audit, "audit")
         self.approvals = Approvals(self.store, self.metrics)
+        self.approval_bus = RedisApprovalBus(config.storage.redis_url) if config.storage.redis_url else None
         self._providers: dict[str, tuple[ProviderConfig, Provider]] = {}
         self._targets: dict[tuple[str, str], Target] = {}
         self._stored_keys: dict[str, str] = {}
@@ -267,6 +269,10 @@ class Runtime:
         self.ledger.start()
         self.audit.start()
         await self.approvals.start()
+        if self.approval_bus is not None:
+            bus = self.approval_bus
+            self.approvals.on_decided.append(lambda record: bus.publish(record.id))
+            bus.listen(self.approvals.wake)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._refresh_keys_forever(), name="lockgate-keys"))
         self._tasks.append(loop.create_task(watch(self), name="lockgate-reload"))
@@ -282,6 +288,8 @@ class Runtime:
         self._tasks.clear()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.approvals.stop()
+        if self.approval_bus is not None:
+            await self.approval_bus.close()
         await self.ledger.stop()
         await self._stop_telemetry()  # after the ledger's last flush, so its rows are exported too
         await self.audit.stop()

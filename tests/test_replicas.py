@@ -117,3 +117,38 @@ def test_deferred_approval_redeemed_on_the_other_replica(process_factory: Any, o
     assert httpx.post(f"{b.url}/v1/chat/completions", headers=retry, json=body, timeout=30).status_code == 200
     again = httpx.post(f"{a.url}/v1/chat/completions", headers=retry, json=body, timeout=30)
     assert again.status_code == 403  # used once, on any replica
+
+
+def test_a_decision_is_announced_to_the_waiting_replica(gateway_factory: Any, openai_upstream: Server,
+                                                        upstream_state: State, redis_db: str, tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    """With Redis, a hold is released by the announcement, not by re-reading the store."""
+    from gateway import approvals
+
+    monkeypatch.setattr(approvals, "POLL_S", 60.0)  # polling alone would keep the hold for a minute
+
+    def config() -> dict[str, Any]:
+        result = policy_config(openai_upstream.url, tmp_path)
+        result["storage"] = {"url": f"sqlite:///{tmp_path / 'shared.db'}", "redis_url": redis_db}
+        return result
+
+    configs = config(), config()
+    policy = tmp_path / "policies" / "default.yaml"  # hold the sensitive input for a minute, not 3 s
+    policy.write_text(policy.read_text().replace("timeout_s: 3", "timeout_s: 60"))
+    waiting, deciding = gateway_factory(configs[0], name="waiting"), gateway_factory(configs[1], name="deciding")
+    upstream_state.queue.append(Script(content="released"))
+    box: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: box.update(response=httpx.post(
+        f"{waiting.base_url}/chat/completions", headers=TENANT, timeout=30,
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "my password"}]})))
+    thread.start()
+    deadline = time.monotonic() + 10
+    pending: list[dict[str, Any]] = []
+    while not pending and time.monotonic() < deadline:
+        pending = httpx.get(f"{deciding.url}/admin/approvals", params={"status": "pending"},
+                            headers=ADMIN).json()["data"]
+        time.sleep(0.05)
+    httpx.post(f"{deciding.url}/admin/approvals/{pending[0]['id']}/approve", headers=ADMIN)
+    thread.join(15)
+    assert not thread.is_alive(), "the hold was not released by the announcement"
+    assert box["response"].status_code == 200
