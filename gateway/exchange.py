@@ -7,7 +7,9 @@ how long each part took. The meter turns it into a ledger row and metrics at the
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,17 +18,24 @@ from aiohttp import web
 
 from gateway.config import TenantConfig
 from gateway.router import Outcome
-from gateway.tokens import estimate_request_tokens
+from gateway.tokens import estimate_request_tokens, tokens_for_bytes
 from gateway.usage import Usage
 from providers.base import Api
+
+ATTACHMENT_MARKERS = re.compile(rb'image_url|input_image|input_audio|input_file|"file"|data:')
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 EXTRA_HEADERS: web.RequestKey[dict] = web.RequestKey("extra_headers", dict)
 """Headers a middleware wants on the response, for responses a handler prepares itself (streams)."""
 
 
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """Unique per process start (a random prefix) and cheap (a counter): ids need not be secret."""
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 @dataclass(slots=True)
@@ -60,6 +69,9 @@ class Exchange:
     """Tokens counted against rate limits at admission (settled with the actual ones)."""
     finalized: bool = False
     """Usage and cost are final (see `Meter.finalize`)."""
+    body_size: int = 0
+    has_attachments: bool = False
+    """The raw body mentions images, audio or files (see `ATTACHMENT_MARKERS`)."""
     prompt_estimate: int | None = None
     """Estimated prompt tokens (see `estimated_prompt_tokens`), computed at most once."""
     answer: Any = None
@@ -81,10 +93,23 @@ class Exchange:
         target = self.outcome.target
         return target.model if target is not None else None
 
+    def note_body(self, raw: bytes) -> None:
+        self.body_size = len(raw)
+        self.has_attachments = ATTACHMENT_MARKERS.search(raw) is not None
+
     def estimated_prompt_tokens(self) -> int:
-        """Prompt tokens estimated from the body, once per request (policies and limits share it)."""
+        """Prompt tokens estimated from the body, once per request (policies and limits share it).
+
+        A body without attachments is estimated from its size (JSON syntax included, so a
+        little high, which suits budget reservations); one with images or files is walked,
+        so that their encoded bytes do not count as text.
+        """
         if self.prompt_estimate is None:
-            self.prompt_estimate = estimate_request_tokens(self.api, self.body or {})
+            size = self.body_size
+            if size and not self.has_attachments:
+                self.prompt_estimate = tokens_for_bytes(size)
+            else:
+                self.prompt_estimate = estimate_request_tokens(self.api, self.body or {})
         return self.prompt_estimate
 
     def elapsed(self) -> float:

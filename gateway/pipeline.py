@@ -44,6 +44,7 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         exchange.tenant = await runtime.authenticate(request)
         parsed = parse_request(api, await read_body(request, snapshot.config.server), snapshot.config.server)
         exchange.alias, exchange.body, exchange.stream = parsed.alias, parsed.body, parsed.stream
+        exchange.note_body(parsed.raw)
         exchange.agent = agent_name(request.headers.get("X-Lockgate-Agent"), parsed.body)
         route = resolve_route(runtime, exchange)
         exchange.known_alias = route.alias

@@ -32,23 +32,28 @@ def _check(value: Any, path: str, depth: int) -> None:
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
-            if isinstance(item, list):
+            if isinstance(item, dict):
+                _check(item, f"{path}[{index}]", depth + 1)
+            elif isinstance(item, list):
                 raise invalid_request(f"'{path}[{index}]' must be an object or a string, got an array.",
                                       param=f"{path}[{index}]")
-            _check(item, f"{path}[{index}]", depth + 1)
         return
     if not isinstance(value, dict):
         return
+    for key in STRING_FIELDS.intersection(value):  # only the fields present (C-speed)
+        if not isinstance(value[key], str | None):
+            raise invalid_request(f"'{path}.{key}' must be a string.", param=f"{path}.{key}")
+    content = value.get("content")
+    if content is not None and not isinstance(content, str | list):
+        raise invalid_request(f"'{path}.content' must be a string or an array of content parts.",
+                              param=f"{path}.content")
     for key, item in value.items():
-        where = f"{path}.{key}"
-        if key in OPAQUE_FIELDS or item is None:
-            continue
-        if key in STRING_FIELDS and not isinstance(item, str):
-            raise invalid_request(f"'{where}' must be a string.", param=where)
-        if key == "content" and not isinstance(item, str | list):
-            raise invalid_request(f"'{where}' must be a string or an array of content parts.", param=where)
-        if key in ("tool_calls", "function") and not isinstance(item, list | dict):
-            raise invalid_request(f"'{where}' must be {'an array' if key == 'tool_calls' else 'an object'}.",
-                                  param=where)
-        if isinstance(item, list | dict):
-            _check(item, where, depth + 1)
+        if isinstance(item, list | dict) and key not in OPAQUE_FIELDS:
+            if key == "tool_calls" and not isinstance(item, list):
+                raise invalid_request(f"'{path}.tool_calls' must be an array.", param=f"{path}.tool_calls")
+            if key == "function" and not isinstance(item, dict):
+                raise invalid_request(f"'{path}.function' must be an object.", param=f"{path}.function")
+            _check(item, f"{path}.{key}", depth + 1)
+        elif key in ("tool_calls", "function") and item is not None:
+            raise invalid_request(f"'{path}.{key}' must be {'an array' if key == 'tool_calls' else 'an object'}.",
+                                  param=f"{path}.{key}")

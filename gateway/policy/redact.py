@@ -65,6 +65,17 @@ class TextFilter:
             return text
         return self._scan(self._carry + text, final=False)
 
+    def whole(self, text: str) -> str:
+        """One complete text (not streamed): scanned once, nothing held back."""
+        if self.failure is not None:
+            return ""
+        if self._at_end is not None:
+            self._seen_text.append(text)
+        if not self.rules:
+            return text
+        out = self._scan(self._carry + text, final=True)
+        return "" if self.failure is not None else out
+
     def flush(self) -> str:
         """Everything still held, at the end of one text (a message, a content part)."""
         if self.failure is not None:
@@ -162,7 +173,7 @@ def _splice(buffer: str, cut: int, edits: list[tuple[int, int, str]]) -> str:
 def filter_whole_text(text_filter: TextFilter, text: str) -> str:
     """Run one complete text through a filter (the non-streaming case; `close` after the
     last text of the response)."""
-    return text_filter.feed(text) + text_filter.flush()
+    return text_filter.whole(text)
 
 
 def redact_whole(text: str, rule: Rule) -> str:
