@@ -8,6 +8,7 @@ request with 503), flush the ledger and exit 0. SIGHUP reloads the config.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -31,6 +32,25 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between young-generation collections (CPython's default is 700)."""
+
+
+def tune_gc() -> None:
+    """Move what start-up built (modules, config, compiled policies) out of the collector's
+    sight and collect the young generation less often.
+
+    Every request allocates a few hundred short-lived containers; with the default
+    threshold the collector ran every couple of requests and, every hundredth run, walked
+    the whole heap: ~25 µs of CPU per request in the benchmark. Objects that die by
+    reference count (nearly all of a request's) are freed at once either way.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def make_runner(app: web.Application, server: ServerConfig) -> GuardedRunner:
     """The runner every Lockgate server uses: handlers cancelled with their connection, slow
     request heads cut off, header size capped."""
@@ -49,6 +69,7 @@ async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = Fals
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
     await site.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -56,6 +56,13 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert config.pricing.models["gpt-5.5"]["cached_input"] == 0.125
 
 
+def test_bare_off_turns_the_request_log_off(tmp_path: Path) -> None:
+    # The docs write `format: off`; YAML 1.1 reads that bare word as false.
+    config, problems = load_config(write(tmp_path, VALID + "telemetry:\n  logs: {format: off}\n"), environ=ENV)
+    assert problems == [] and config is not None
+    assert config.telemetry.logs.format == "off"
+
+
 # (what is wrong, replacement (old, new), expected line, words in the message)
 BROKEN = [
     ("unknown top key", ("tenants:", "tenents:"), 13, "did you mean 'tenants'"),

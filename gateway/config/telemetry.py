@@ -42,8 +42,11 @@ def _traces(reader: Any, section: dict) -> TracesConfig | None:
 def _logs(reader: Any, section: dict) -> LogsConfig:
     spec = reader.mapping(section, "logs", "telemetry.logs")
     reader.check_keys(spec, ("format", "content"), "telemetry.logs")
-    return LogsConfig(format=reader.get(spec, "format", "telemetry.logs.format", str, "json",
-                                        choices=("json", "text", "off")),
+    if spec.get("format") is False:
+        log_format = "off"  # YAML 1.1 reads a bare `off` as false
+    else:
+        log_format = reader.get(spec, "format", "telemetry.logs.format", str, "json", choices=("json", "text", "off"))
+    return LogsConfig(format=log_format,
                       content=reader.get(spec, "content", "telemetry.logs.content", bool, False))
 
 
