@@ -21,8 +21,8 @@ from gateway.tokens import estimate_request_tokens, tokens_for_bytes
 from gateway.usage import Usage
 from providers.base import Api
 
+# Plain substring scans: `in` on bytes beats one alternation regex ~2x on typical bodies.
 ATTACHMENT_MARKERS = (b"image_url", b"input_image", b"input_audio", b"input_file", b'"file"', b"data:")
-# Plain substring scans: bytes.find beats one alternation regex ~2x on typical bodies.
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 EXTRA_HEADERS: web.RequestKey[dict] = web.RequestKey("extra_headers", dict)

@@ -17,6 +17,7 @@ STRING_FIELDS = frozenset({"role", "type", "name", "tool_call_id", "call_id", "a
 OPAQUE_FIELDS = frozenset({"parameters", "input_schema", "json_schema", "schema", "metadata", "input_audio",
                            "file", "annotations", "logprobs", "cache_control"})
 """Fields whose insides are not the gateway's business (schemas, attachments)."""
+CONTAINER_FIELDS: dict[str, tuple[type, str]] = {"tool_calls": (list, "an array"), "function": (dict, "an object")}
 MAX_SHAPE_DEPTH = 8
 
 
@@ -47,13 +48,10 @@ def _check(value: Any, path: str, depth: int) -> None:
     if content is not None and not isinstance(content, str | list):
         raise invalid_request(f"'{path}.content' must be a string or an array of content parts.",
                               param=f"{path}.content")
+    for key, (kind, kind_name) in CONTAINER_FIELDS.items():
+        item = value.get(key)
+        if item is not None and not isinstance(item, kind):
+            raise invalid_request(f"'{path}.{key}' must be {kind_name}.", param=f"{path}.{key}")
     for key, item in value.items():
         if isinstance(item, list | dict) and key not in OPAQUE_FIELDS:
-            if key == "tool_calls" and not isinstance(item, list):
-                raise invalid_request(f"'{path}.tool_calls' must be an array.", param=f"{path}.tool_calls")
-            if key == "function" and not isinstance(item, dict):
-                raise invalid_request(f"'{path}.function' must be an object.", param=f"{path}.function")
             _check(item, f"{path}.{key}", depth + 1)
-        elif key in ("tool_calls", "function") and item is not None:
-            raise invalid_request(f"'{path}.{key}' must be {'an array' if key == 'tool_calls' else 'an object'}.",
-                                  param=f"{path}.{key}")

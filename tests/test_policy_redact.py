@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.policy.detectors import DETECTORS, luhn_valid
 from gateway.policy.matcher import TextMatcher
-from gateway.policy.redact import MAX_HELD, filter_whole_text
+from gateway.policy.redact import MAX_HELD
 from tests.test_policy_support import facts, tenant
 
 OPENAI = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
@@ -74,7 +74,7 @@ def _filter(tmp_path: Path, policy: str = RESPONSE_REDACT):
 @pytest.mark.parametrize("secret", SECRETS)
 def test_a_secret_split_anywhere_is_still_redacted(tmp_path: Path, secret: str) -> None:
     text = f"Here it is: {secret} - keep it safe."
-    whole = filter_whole_text(_filter(tmp_path), text)
+    whole = _filter(tmp_path).whole(text)
     assert secret not in whole and whole.count("[REDACTED]") == 1
     for cut in range(1, len(text)):
         text_filter = _filter(tmp_path)
@@ -86,7 +86,7 @@ def test_a_secret_split_anywhere_is_still_redacted(tmp_path: Path, secret: str) 
 @given(cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=25))
 def test_any_chunking_gives_the_whole_text_result(tmp_path: Path, cuts: list[int]) -> None:
     text = " and ".join(f"item {i}: {secret}" for i, secret in enumerate(SECRETS)) + ". Done sk-"
-    expected = filter_whole_text(_filter(tmp_path), text)
+    expected = _filter(tmp_path).whole(text)
     text_filter = _filter(tmp_path)
     bounds = [0, *sorted({c for c in cuts if c < len(text)}), len(text)]
     out = [text_filter.feed(text[a:b]) for a, b in itertools.pairwise(bounds)]

@@ -30,7 +30,6 @@ import orjson
 from gateway.policy.facts import RequestFacts
 from gateway.policy.loader import PolicySet
 from gateway.policy.model import Decision
-from gateway.policy.redact import filter_whole_text
 from gateway.yamlsrc import Problem, YamlError, line_of, load_yaml
 
 _CASE_KEYS = {"name", "tenant", "agent", "headers", "policies", "api", "model", "request", "tool_call",
@@ -150,7 +149,7 @@ def _run(policy_set: PolicySet, case: dict) -> _Outcome:
         text_filter = policies.response_text_filter(facts)
         if text_filter is None:
             return _Outcome("allow", [], output=str(case["response"]))
-        output = filter_whole_text(text_filter, str(case["response"]))
+        output = text_filter.whole(str(case["response"]))
         text_filter.close()
         action = "deny" if text_filter.failure else ("redact" if text_filter.changed else "allow")
         return _Outcome(action, text_filter.decisions, text_filter.failure, output=output)

@@ -20,7 +20,7 @@ from gateway.policy.facts import RequestFacts
 from gateway.policy.gating import blocked_text, denial_failure, denied_text, failure, separated
 from gateway.policy.model import Decision, ToolVerdict
 from gateway.policy.names import ToolRef
-from gateway.policy.redact import TextFilter, filter_whole_text
+from gateway.policy.redact import TextFilter
 from gateway.policy.responses_items import message_item
 from gateway.policy.toolrefs import CALL_ITEM_TYPES, chat_call_ref, item_arguments, item_ref
 
@@ -182,7 +182,7 @@ def _rebuild_choice(c_index: int, choice: Any, judged: dict[str, _Judged], text:
     new_message = dict(message)
     content = message.get("content")
     if text is not None and isinstance(content, str):
-        content = filter_whole_text(text, content)
+        content = text.whole(content)
     kept: dict[str, list] = {"tool_calls": [], "function_call": []}
     notes: list[str] = []
     for position, (field, call) in enumerate(_chat_calls(message)):
@@ -238,7 +238,7 @@ def _rebuild_item(index: int, item: Any, judged: dict[str, _Judged], text: TextF
     if not isinstance(content, list):
         return item
     parts = [
-        {**part, "text": filter_whole_text(text, part["text"])}
+        {**part, "text": text.whole(part["text"])}
         if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str)
         else part
         for part in content

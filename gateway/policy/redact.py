@@ -170,12 +170,6 @@ def _splice(buffer: str, cut: int, edits: list[tuple[int, int, str]]) -> str:
     return "".join(parts)
 
 
-def filter_whole_text(text_filter: TextFilter, text: str) -> str:
-    """Run one complete text through a filter (the non-streaming case; `close` after the
-    last text of the response)."""
-    return text_filter.whole(text)
-
-
 def redact_whole(text: str, rule: Rule) -> str:
     """`text` with every confirmed match of the rule's matcher replaced (no streaming)."""
     spans = rule.matcher.spans(text) if rule.matcher is not None else None
