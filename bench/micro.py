@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +42,6 @@ ANSWER = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini
           "choices": [{"index": 0, "message": {"role": "assistant", "content": "lorem ipsum"},
                        "finish_reason": "stop"}],
           "usage": {"prompt_tokens": 257, "completion_tokens": 20, "total_tokens": 277}}
-
-
-def best_of_five(seconds: float, run: Callable[[], object]) -> float:
-    """µs per call, best of five rounds: other load on the machine only ever adds time."""
-    for _ in range(200):
-        run()
-    rounds = []
-    for _ in range(5):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 5:
-            for _ in range(100):
-                run()
-            count += 100
-        rounds.append((time.perf_counter() - start) / count * 1e6)
-    return min(rounds)
 
 
 async def discard(rows: list[LedgerRow]) -> None:
@@ -84,7 +68,7 @@ def metering_us(seconds: float) -> float:
         if rows.pending > 10_000:  # no writer task runs here: empty the queue now and then
             asyncio.run(rows.flush())
 
-    return best_of_five(seconds, one_request)
+    return min(policy_bench.five_rounds(seconds, one_request))
 
 
 def ledger_row(index: int) -> LedgerRow:

@@ -37,8 +37,9 @@ ANSWER = ("The Bosch GSR 18V-55 is in stock in Lyon for 189 EUR, and delivery be
           "if you order today. A similar model is the Makita DDF485, also with two 5 Ah batteries. ") * 4
 
 
-def _measure(label: str, seconds: float, run: Callable[[], object]) -> float:
-    """Best of five rounds (like timeit): the machine's other load only ever adds time."""
+def five_rounds(seconds: float, run: Callable[[], object]) -> list[float]:
+    """µs per call in each of five rounds, after a warm-up (like timeit, take the best:
+    the machine's other load only ever adds time)."""
     for _ in range(200):
         run()
     rounds = []
@@ -49,6 +50,11 @@ def _measure(label: str, seconds: float, run: Callable[[], object]) -> float:
                 run()
             count += 100
         rounds.append((time.perf_counter() - start) / count * 1e6)
+    return rounds
+
+
+def _measure(label: str, seconds: float, run: Callable[[], object]) -> float:
+    rounds = five_rounds(seconds, run)
     micros = min(rounds)
     print(f"{label:<48} {micros:8.1f} µs  (median {sorted(rounds)[2]:.1f})")
     return micros

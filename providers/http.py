@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -41,6 +42,12 @@ def new_session(max_connections: int = 1000) -> aiohttp.ClientSession:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for a connect bound: a handful of distinct ones, built once each."""
+    return aiohttp.ClientTimeout(total=None, connect=connect_s)
+
+
 def remaining(call: UpstreamCall) -> float:
     return max(0.0, call.deadline - time.monotonic())
 
@@ -55,10 +62,10 @@ def _first_wait(call: UpstreamCall) -> float:
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, headers: Mapping[str, str],
                call: UpstreamCall, map_error: ErrorMapper) -> aiohttp.ClientResponse:
     """Send the request and wait for the response head; errors become `UpstreamError`."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect_s)
     try:
         async with asyncio.timeout(_first_wait(call)):
-            response = await session.post(url, data=body, headers=headers, timeout=timeout)
+            response = await session.post(url, data=body, headers=headers,
+                                          timeout=_connect_timeout(call.timeouts.connect_s))
     except TimeoutError:
         raise UpstreamError("the upstream did not answer in time", kind="timeout", retryable=True) from None
     except aiohttp.ClientConnectorError as exc:

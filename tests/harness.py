@@ -146,3 +146,17 @@ async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
     runner = make_runner(create_app(runtime), loaded.config.server)
     server = await start_runner(runner)
     return Gateway(url=server.url, runtime=runtime, server=server, config_path=path)
+
+
+def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run a blocking client call in a daemon thread; its result or exception lands in the box."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except Exception as exc:
+            box["error"] = exc
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from openai import AsyncOpenAI, OpenAI
 
 from gateway import relay
 from tests.fakes.openai_server import Script, State
-from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server
+from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server, in_thread
 from tests.policy_setup import policy_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -60,19 +59,6 @@ async def run_agent(gateway: Gateway) -> Any:
         base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0, timeout=30))
     agent = Agent(name="dba", instructions="Write what you are asked.", tools=[database_write], model=model)
     return await Runner.run(agent, "Save the users table.")
-
-
-def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = work()
-        except Exception as exc:
-            box["error"] = exc
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, box
 
 
 @pytest.mark.parametrize("streamed", [False, True])

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from providers.base import UnsupportedRequest
 from providers.gemini import chat_to_gemini, gemini_to_chat, join_tool_call_id, split_tool_call_id, to_gemini_schema
+from tests.golden import golden_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 
@@ -30,14 +31,6 @@ _REQUEST_TYPES: dict[str, pydantic.TypeAdapter[Any]] = {
 }
 
 
-def _cases(group: str) -> list[Any]:
-    cases = []
-    for path in sorted((FIXTURES / group).glob("*.json")):
-        for case in json.loads(path.read_text()):
-            cases.append(pytest.param(case, id=f"{path.stem}: {case['description']}"))
-    return cases
-
-
 def assert_valid_gemini_request(request: dict[str, Any]) -> None:
     assert set(request) <= set(_REQUEST_TYPES), set(request) - set(_REQUEST_TYPES)
     for key, value in request.items():
@@ -47,7 +40,7 @@ def assert_valid_gemini_request(request: dict[str, Any]) -> None:
         assert content["role"] in ("user", "model") and content["parts"]
 
 
-@pytest.mark.parametrize("case", [c for c in _cases("request") if "error" not in c.values[0]])
+@pytest.mark.parametrize("case", golden_cases(FIXTURES / "request", errors=False))
 def test_request_fixture(case: dict[str, Any]) -> None:
     body = copy.deepcopy(case["input"])
     produced = chat_to_gemini(body, case["model"])
@@ -56,7 +49,7 @@ def test_request_fixture(case: dict[str, Any]) -> None:
     assert_valid_gemini_request(produced)
 
 
-@pytest.mark.parametrize("case", [c for c in _cases("request") if "error" in c.values[0]])
+@pytest.mark.parametrize("case", golden_cases(FIXTURES / "request", errors=True))
 def test_request_rejected(case: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedRequest) as raised:
         chat_to_gemini(case["input"], case["model"])
@@ -64,7 +57,7 @@ def test_request_rejected(case: dict[str, Any]) -> None:
     assert raised.value.message
 
 
-@pytest.mark.parametrize("case", _cases("schema"))
+@pytest.mark.parametrize("case", golden_cases(FIXTURES / "schema"))
 def test_schema_fixture(case: dict[str, Any]) -> None:
     converted = to_gemini_schema(copy.deepcopy(case["input"]))
     assert converted == case["expected"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +13,16 @@ from openai.types.chat import ChatCompletion
 
 from providers.base import UpstreamError
 from providers.gemini import gemini_to_chat, usage_to_chat
+from tests.golden import golden_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini" / "response"
-
-
-def _cases(errors: bool) -> list[Any]:
-    cases = []
-    for path in sorted(FIXTURES.glob("*.json")):
-        for case in json.loads(path.read_text()):
-            if ("error" in case) == errors:
-                cases.append(pytest.param(case, id=f"{path.stem}: {case['description']}"))
-    return cases
 
 
 def _options(case: dict[str, Any]) -> dict[str, Any]:
     return {key: case[key] for key in ("created", "completion_id") if key in case}
 
 
-@pytest.mark.parametrize("case", _cases(errors=False))
+@pytest.mark.parametrize("case", golden_cases(FIXTURES, errors=False))
 def test_response_fixture(case: dict[str, Any]) -> None:
     # The input is a response Gemini could send: the SDK's own type accepts it.
     types.GenerateContentResponse.model_validate_json(orjson.dumps(case["input"]))
@@ -44,7 +35,7 @@ def test_response_fixture(case: dict[str, Any]) -> None:
     assert parsed.usage.total_tokens == parsed.usage.prompt_tokens + parsed.usage.completion_tokens
 
 
-@pytest.mark.parametrize("case", _cases(errors=True))
+@pytest.mark.parametrize("case", golden_cases(FIXTURES, errors=True))
 def test_response_error(case: dict[str, Any]) -> None:
     with pytest.raises(UpstreamError) as raised:
         gemini_to_chat(case["input"], case["model"], **_options(case))

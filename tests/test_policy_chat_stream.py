@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.policy import ChatStreamGate, Emit, Fail, Hold
 from tests.test_policy_support import (
     FIXTURES,
+    as_expected,
     call_delta,
     chat_final,
     chunk,
@@ -27,23 +28,13 @@ from tests.test_policy_support import (
 GOLDEN = sorted((FIXTURES / "chat_stream").glob("*.json"))
 
 
-def _as_expected(item: object) -> dict:
-    if isinstance(item, Emit):
-        return {"emit": item.payload, "original": item.original}
-    if isinstance(item, Hold):
-        return {"hold": {"call_key": item.call_key, "name": item.name, "arguments": item.arguments,
-                         "rule": item.decision.rule}}
-    assert isinstance(item, Fail)
-    return {"fail": {"code": item.code, "message": item.message, "rule": item.rule}}
-
-
 @pytest.mark.parametrize("path", GOLDEN, ids=[path.stem for path in GOLDEN])
 def test_golden_streams(tmp_path: Path, path: Path) -> None:
     case = json.loads(path.read_text())
     chunks = case["chunks"]
     gate = ChatStreamGate(tenant(tmp_path, case["policy"]), facts())
     items, _ = run_chat(gate, chunks, case["approve"])
-    assert [_as_expected(item) for item in items] == case["expect"]
+    assert [as_expected(item) for item in items] == case["expect"]
     assert [decision.label for decision in gate.decisions] == case["decisions"]
     for item in items:  # original=True means the very object that was fed in
         if isinstance(item, Emit) and item.original:

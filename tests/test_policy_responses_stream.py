@@ -12,21 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import Emit, Fail, Hold, ResponsesStreamGate
-from tests.test_policy_support import FIXTURES, emitted, facts, responses_final, run_responses, tenant
+from gateway.policy import Emit, Fail, ResponsesStreamGate
+from tests.test_policy_support import FIXTURES, as_expected, emitted, facts, responses_final, run_responses, tenant
 
 GOLDEN = sorted((FIXTURES / "responses_stream").glob("*.json"))
 REQUEST = {"model": "m", "input": "hi"}
-
-
-def _as_expected(item: object) -> dict:
-    if isinstance(item, Emit):
-        return {"emit": item.payload, "original": item.original}
-    if isinstance(item, Hold):
-        return {"hold": {"call_key": item.call_key, "name": item.name, "arguments": item.arguments,
-                         "rule": item.decision.rule}}
-    assert isinstance(item, Fail)
-    return {"fail": {"code": item.code, "message": item.message, "rule": item.rule}}
 
 
 def _sequence(items: list) -> list[int]:
@@ -39,7 +29,7 @@ def test_golden_streams(tmp_path: Path, path: Path) -> None:
     events = case["events"]
     gate = ResponsesStreamGate(tenant(tmp_path, case["policy"]), facts(REQUEST))
     items = run_responses(gate, events, case["approve"])
-    assert [_as_expected(item) for item in items] == case["expect"]
+    assert [as_expected(item) for item in items] == case["expect"]
     assert [decision.label for decision in gate.decisions] == case["decisions"]
     assert _sequence(items) == list(range(len(_sequence(items))))
     for item in items:

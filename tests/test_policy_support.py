@@ -72,6 +72,17 @@ def call_delta(index: int, *, call_id: str | None = None, name: str | None = Non
     return entry
 
 
+def as_expected(item: object) -> dict:
+    """A gate item as the golden fixtures write it."""
+    if isinstance(item, Emit):
+        return {"emit": item.payload, "original": item.original}
+    if isinstance(item, Hold):
+        return {"hold": {"call_key": item.call_key, "name": item.name, "arguments": item.arguments,
+                         "rule": item.decision.rule}}
+    assert isinstance(item, Fail)
+    return {"fail": {"code": item.code, "message": item.message, "rule": item.rule}}
+
+
 def emitted(items: list[GateItem]) -> list[Any]:
     """The payloads of the Emit items (asserting nothing else came out)."""
     assert all(isinstance(item, Emit) for item in items), items

@@ -10,7 +10,6 @@ the chat requests their Responses requests translate to.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from openai.types.chat.completion_create_params import CompletionCreateParamsBas
 
 from providers.base import UnsupportedRequest
 from providers.responses_chat import chat_to_responses_response, responses_to_chat_request
+from tests.golden import golden_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses_chat" / "request"
 CHAT_REQUEST = pydantic.TypeAdapter(CompletionCreateParamsBase)
@@ -42,15 +42,7 @@ def assert_valid_chat_request(chat: dict[str, Any]) -> None:
     consume(CHAT_REQUEST.validate_python(chat))
 
 
-def _cases() -> list[Any]:
-    cases = []
-    for path in sorted(FIXTURES.glob("*.json")):
-        for case in json.loads(path.read_text()):
-            cases.append(pytest.param(case, id=f"{path.stem}: {case['description']}"))
-    return cases
-
-
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", golden_cases(FIXTURES))
 def test_golden(case: dict[str, Any]) -> None:
     body = copy.deepcopy(case["input"])
     if "error" in case:

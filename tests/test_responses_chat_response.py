@@ -9,7 +9,6 @@ off the wire is exercised in the Agents SDK tests of test_responses_chat_request
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,12 @@ import pytest
 from openai.types.responses import Response
 
 from providers.responses_chat import chat_to_responses_response, counting_ids
+from tests.golden import golden_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses_chat" / "response"
 
 
-def _cases() -> list[Any]:
-    cases = []
-    for path in sorted(FIXTURES.glob("*.json")):
-        for case in json.loads(path.read_text()):
-            cases.append(pytest.param(case, id=f"{path.stem}: {case['description']}"))
-    return cases
-
-
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", golden_cases(FIXTURES))
 def test_golden(case: dict[str, Any]) -> None:
     completion, request = copy.deepcopy(case["completion"]), copy.deepcopy(case["request"])
 

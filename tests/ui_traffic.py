@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from openai import OpenAI
 
 from gateway.store import LedgerRow
 from tests.fakes.openai_server import Script, State
-from tests.harness import ADMIN_KEY, OTHER_TENANT_KEY, TENANT_KEY, BackgroundLoop, Gateway, base_config
+from tests.harness import ADMIN_KEY, OTHER_TENANT_KEY, TENANT_KEY, BackgroundLoop, Gateway, base_config, in_thread
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
@@ -81,19 +80,6 @@ def held_tool_call(gateway: Gateway, upstream: State, agent: str, arguments: dic
     upstream.queue.append(Script(tool_calls=[{"name": "database_write", "arguments": arguments}]))
     return in_thread(lambda: client(gateway, agent=agent).chat.completions.create(
         model="gpt-test", tools=[DATABASE_WRITE], messages=[{"role": "user", "content": "write it"}]))
-
-
-def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = work()
-        except Exception as exc:
-            box["error"] = exc
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def client(gateway: Gateway, key: str = TENANT_KEY, agent: str | None = None) -> OpenAI:
