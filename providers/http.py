@@ -119,31 +119,94 @@ async def _read_capped(response: aiohttp.ClientResponse, call: UpstreamCall, cap
     return b"".join(parts)
 
 
+class _Stalled(Exception):
+    """Set on a stream's reader by `_StallWatch`: the pending read waited past its bound."""
+
+
+class _StallWatch:
+    """The bounds on a stream's waits for its next chunk (first token, idle, total), kept
+    by one timer that re-arms itself lazily rather than a timer per chunk.
+
+    A read only notes when it began. When the timer fires it ends the pending read if that
+    read has waited past its bound, and otherwise moves itself to that bound. Time spent
+    between reads (the relay writing, a human approving a held tool call) never counts:
+    the upstream is not being waited for then.
+    """
+
+    __slots__ = ("_began", "_call", "_content", "_first", "_loop", "_timer", "_wait_s", "waiting_for")
+
+    def __init__(self, content: aiohttp.StreamReader, call: UpstreamCall) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._content = content
+        self._call = call
+        self._wait_s = call.timeouts.first_token_s
+        self._began: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._first = True
+        self.waiting_for = "the first chunk"
+
+    def reading(self) -> None:
+        self._began = time.monotonic()
+        if self._timer is None:
+            self._arm(self._began)
+
+    def received(self) -> None:
+        self._began = None
+        if self._first:
+            # From now on the idle bound applies; a timer set for the first-token bound
+            # may be later than the next read's, so the next read sets its own.
+            self._first = False
+            self._wait_s = self._call.timeouts.idle_s
+            self.waiting_for = "the next chunk"
+            self.stop()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _bound(self, began: float) -> float:
+        deadline = self._call.deadline
+        return deadline if self._wait_s is None else min(deadline, began + self._wait_s)
+
+    def _arm(self, now: float) -> None:
+        assert self._began is not None
+        self._timer = self._loop.call_later(max(0.0, self._bound(self._began) - now), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._began is None:
+            return  # no read is waiting: the next one arms the timer again
+        now = time.monotonic()
+        if now >= self._bound(self._began):
+            self._content.set_exception(_Stalled())
+        else:
+            self._arm(now)
+
+
 async def stream_chunks(response: aiohttp.ClientResponse, call: UpstreamCall) -> AsyncIterator[bytes]:
     """Body chunks as they arrive, bounded by the first-token, idle and total timeouts."""
     content = response.content
-    idle = call.timeouts.idle_s
-    wait = _first_wait(call)
-    waiting_for = "the first chunk"
+    watch = _StallWatch(content, call)
     done = False
     try:
         while True:
+            watch.reading()
             try:
-                async with asyncio.timeout(wait):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise UpstreamError(f"the upstream stream stalled waiting for {waiting_for}", kind="timeout",
-                                    retryable=True) from None
+                chunk = await content.readany()
+            except _Stalled:
+                raise UpstreamError(f"the upstream stream stalled waiting for {watch.waiting_for}",
+                                    kind="timeout", retryable=True) from None
             except aiohttp.ClientError as exc:
                 raise UpstreamError(f"the upstream stream broke: {type(exc).__name__}", kind="reset",
                                     retryable=True) from None
+            watch.received()
             if not chunk:
                 done = True
                 return
             yield chunk
-            waiting_for = "the next chunk"
-            wait = remaining(call) if idle is None else min(idle, remaining(call))
     finally:
+        watch.stop()
         if done:
             response.release()
         else:

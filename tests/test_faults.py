@@ -177,6 +177,38 @@ def test_idle_stream_is_cut_with_timeout_error(gateway_factory: Callable[..., Ga
     assert json.loads(lines[-1][5:])["error"]["code"] == "upstream_timeout"
 
 
+def _stream_lines(gateway: Gateway) -> tuple[list[str], float]:
+    started = time.monotonic()
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", timeout=30,
+                      json={"model": "gpt-test", "messages": MESSAGES, "stream": True},
+                      headers={"Authorization": f"Bearer {TENANT_KEY}"}) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    return lines, time.monotonic() - started
+
+
+def test_idle_bound_applies_from_the_first_chunk_even_when_the_first_token_bound_is_longer(
+        gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    gateway = gateway_factory(fault_config(pair, with_backup=False, timeout_s=30, first_token_timeout_s=20,
+                                           idle_timeout_s=0.3))
+    pair.primary.queue.append(Script(content="a b c d", text_pieces=4, stall_after=3, stall_s=10))
+    lines, elapsed = _stream_lines(gateway)
+    assert '"a' in lines[1]
+    assert json.loads(lines[-1][5:])["error"]["code"] == "upstream_timeout"
+    assert elapsed < 5  # cut by the 0.3 s idle bound, not the 20 s first-token one
+
+
+def test_a_stream_that_keeps_trickling_is_cut_at_the_attempt_deadline(gateway_factory: Callable[..., Gateway],
+                                                                      pair: Pair) -> None:
+    gateway = gateway_factory(fault_config(pair, with_backup=False, timeout_s=1, first_token_timeout_s=1,
+                                           idle_timeout_s=1))
+    pair.primary.queue.append(Script(content=" ".join(["w"] * 40), text_pieces=40, chunk_delay_s=0.2))
+    lines, elapsed = _stream_lines(gateway)
+    assert '"w' in lines[1]  # each chunk came well within the idle bound ...
+    assert json.loads(lines[-1][5:])["error"]["code"] == "upstream_timeout"  # ... but the attempt ran out
+    assert "data: [DONE]" not in lines
+    assert elapsed < 6  # 40 chunks 0.2 s apart would take 8 s
+
+
 def test_client_disconnect_cancels_the_upstream_request(gateway_factory: Callable[..., Gateway], pair: Pair,
                                                         bg: BackgroundLoop) -> None:
     gateway = gateway_factory(fault_config(pair, with_backup=False, timeout_s=30, idle_timeout_s=30))
