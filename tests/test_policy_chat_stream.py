@@ -179,6 +179,84 @@ def test_arguments_changed_after_the_check_fail_closed(tmp_path: Path) -> None:
     assert isinstance(items[-1], Fail) and "changed its arguments" in items[-1].message
 
 
+APPROVE_TRANSFERS = """
+policy: team
+rules:
+  - name: transfers
+    stage: tool_call
+    when: 'tool_call.name == "transfer"'
+    action: require_approval
+"""
+
+
+def test_arguments_added_after_an_approval_fail_closed(tmp_path: Path) -> None:
+    # The rule reads only the name; the human approves the arguments the hold shows.
+    gate = ChatStreamGate(tenant(tmp_path, APPROVE_TRANSFERS), facts())
+    chunks = [chunk({"tool_calls": [call_delta(0, call_id="a", name="transfer", arguments='{"amount": 1')]}),
+              chunk({"tool_calls": [call_delta(1, call_id="b", name="get_time", arguments="{}")]}),
+              chunk({"tool_calls": [call_delta(0, arguments="999999}")]}),
+              chunk({}, "tool_calls")]
+    items, _ = run_chat(gate, chunks, approve=True)
+    [hold] = [item for item in items if isinstance(item, Hold)]
+    assert hold.arguments == '{"amount": 1'
+    assert isinstance(items[-1], Fail) and "changed its arguments" in items[-1].message
+    assert "999999" not in json.dumps([item.payload for item in items if isinstance(item, Emit)])
+
+
+NO_DROP = """
+policy: team
+rules:
+  - name: never-drop
+    tools: {deny: [db_drop_all]}
+  - name: db-needs-a-human
+    stage: tool_call
+    when: 'tool_call.name.startsWith("db_")'
+    action: require_approval
+"""
+
+
+def test_a_name_that_grows_after_the_check_fails_closed_even_while_awaiting(tmp_path: Path) -> None:
+    gate = ChatStreamGate(tenant(tmp_path, NO_DROP), facts())
+    chunks = [chunk({"tool_calls": [call_delta(0, call_id="a", name="db_", arguments="{")]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"name": "drop_all", "arguments": "}"}}]}),
+              chunk({}, "tool_calls")]
+    items, _ = run_chat(gate, chunks, approve=True)
+    assert [type(item) for item in items] == [Fail] and "changed its name" in items[0].message
+    # Split before its arguments start, the name is judged whole: the deny list blocks it.
+    gate = ChatStreamGate(tenant(tmp_path, NO_DROP), facts())
+    chunks = [chunk({"tool_calls": [call_delta(0, call_id="a", name="db_")]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"name": "drop_all", "arguments": "{}"}}]}),
+              chunk({}, "tool_calls")]
+    items, _ = run_chat(gate, chunks)
+    assert not chat_final(items).choices[0].message.tool_calls
+    assert [decision.label for decision in gate.decisions] == ["team/never-drop=deny"]
+
+
+SHADOW_WHITELIST = WHITELIST + "    shadow: true\n"
+SHADOW_TEXT = "  - {name: watch-text, stage: response, action: redact, pattern: 'secret-[0-9]+', shadow: true}\n"
+UNREADABLE_CHUNK = [chunk({"content": "hi"}) | {"choices": {"index": 0}}]
+
+
+@pytest.mark.parametrize("policy", [SHADOW_WHITELIST, SHADOW_WHITELIST + SHADOW_TEXT], ids=["tools", "tools-and-text"])
+@pytest.mark.parametrize("chunks", [*(m[1] for m in MALFORMED), UNREADABLE_CHUNK],
+                         ids=[*(m[0] for m in MALFORMED), "choices not a list"])
+def test_a_malformed_stream_only_shadow_rules_look_at_goes_on_as_it_came(tmp_path: Path, policy: str,
+                                                                        chunks: list[dict]) -> None:
+    chunks = [chunk({"role": "assistant", "content": "hi"}), *chunks, chunk({}, "tool_calls")]
+    gate = ChatStreamGate(tenant(tmp_path, policy), facts())
+    items, _ = run_chat(gate, chunks)
+    assert emitted(items) == chunks
+    assert gate.decisions and all(decision.shadow for decision in gate.decisions)
+    assert any(decision.error for decision in gate.decisions)
+
+
+def test_an_unreadable_chunk_fails_under_a_real_rule_that_reads_it(tmp_path: Path) -> None:
+    policy = SHADOW_WHITELIST + SHADOW_TEXT.replace("watch-text", "redact-text").replace("true", "false")
+    gate = ChatStreamGate(tenant(tmp_path, policy), facts())
+    items, _ = run_chat(gate, UNREADABLE_CHUNK)
+    assert [(type(item), getattr(item, "rule", None)) for item in items] == [(Fail, "redact-text")]
+
+
 @pytest.mark.parametrize(("name", "arguments", "reason"), [
     ("", '{"path": "/tmp"}', "no readable name"),
     ("delete_files", '{"path": "/', "not valid JSON"),

@@ -86,7 +86,7 @@ def test_each_variable(tmp_path: Path, when: str, body: dict, matches: bool) -> 
     ('metadata.missing == "x"', "tag", "deny"),
     ('metadata.missing == "x"', "require_approval", "require_approval"),
     ("estimated_cost_usd > 1.0", "deny", "deny"),   # null when unknown: a type error
-    ('"just text"', "allow", "deny"),                # not a boolean
+    ('user_input == "hi" ? "just text" : true', "allow", "deny"),  # not a boolean (for this input)
     ("1 / 0 == 1", "allow", "deny"),
 ])
 def test_a_condition_that_fails_at_run_time_fails_closed(tmp_path: Path, when: str, action: str,

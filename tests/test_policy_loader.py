@@ -65,7 +65,25 @@ def test_subdirectories_and_other_files_are_not_policies(tmp_path: Path) -> None
     assert not problems and policies is not None and policies.names() == ["p"]
 
 
-@pytest.mark.parametrize("directory", ["policies", "policies/examples"])
+@pytest.mark.parametrize(("when", "stage"), [
+    ('metadata.team == "support"', "request"),          # a key the request may not have
+    ('has(metadata.tier) && metadata.tier > 2', "request"),
+    ('messages[3].content == "x"', "request"),           # an index the request may not have
+    ('headers["x-team"] == "blue"', "request"),
+    ("int(user_input) > 3", "request"),                  # text that may not be a number
+    ('agent.startsWith("ops-")', "request"),            # null without the header
+    ("estimated_cost_usd > 1.0", "request"),             # null when unknown
+    ('user_input == "hi" ? "text" : true', "request"),  # not a boolean only for some input
+    ("tool_call.arguments.amount > 100", "tool_call"),
+    ('response_text.size() > 10 && metadata.flag', "response"),
+])
+def test_conditions_that_fail_only_on_some_data_load(tmp_path: Path, when: str, stage: str) -> None:
+    text = f"policy: p\nrules:\n  - name: r\n    action: deny\n    stage: {stage}\n    when: '{when}'\n"
+    policies, problems = _load_text(tmp_path, text)
+    assert policies is not None and not problems, [str(p) for p in problems]
+
+
+@pytest.mark.parametrize("directory", ["policies", "policies/examples", "bench/policies"])
 def test_shipped_policies_load_clean(directory: str) -> None:
     policies, problems = load_policies(REPO / directory)
     assert not problems, [str(p) for p in problems]

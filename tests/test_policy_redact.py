@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.policy.detectors import DETECTORS, luhn_valid
-from gateway.policy.matcher import TextMatcher
+from gateway.policy.matcher import ODD_CASE, TextMatcher
 from gateway.policy.redact import MAX_HELD
 from tests.test_policy_support import facts, tenant
 
@@ -82,6 +83,44 @@ def test_a_secret_split_anywhere_is_still_redacted(tmp_path: Path, secret: str) 
         assert "".join(pieces) == whole, cut
 
 
+USER_PATTERN = """
+policy: default
+rules:
+  - name: no-secrets
+    stage: response
+    action: redact
+    pattern: '(?i)secret-[0-9]+'
+"""
+
+
+@pytest.mark.parametrize(("policy", "text", "secret"), [
+    # "İ".lower() is two characters: positions in a lower-cased text are off by one per İ.
+    # (No credit_card: its window would hold everything anyway.)
+    (RESPONSE_REDACT.replace(", credit_card", ""), f"İstanbul key: {OPENAI} ok", OPENAI[3:]),
+    (RESPONSE_REDACT.replace(", credit_card", ""), f"İİİİİİİİİİ {GITHUB} ok", GITHUB[3:]),
+    # `re` matches the long s for "s" ignoring case, lower() does not.
+    (USER_PATTERN, "my ſECRET-123456 ok", "123456"),
+])
+def test_a_secret_after_letters_with_odd_case_is_still_held(tmp_path: Path, policy: str, text: str,
+                                                           secret: str) -> None:
+    whole = _filter(tmp_path, policy).whole(text)
+    assert secret not in whole
+    for cut in range(1, len(text)):
+        text_filter = _filter(tmp_path, policy)
+        first = text_filter.feed(text[:cut])
+        rest = text_filter.feed(text[cut:]) + text_filter.flush()
+        assert first + rest == whole, cut
+
+
+def test_the_odd_case_letters_are_all_known() -> None:
+    """A text without them may be searched lower-cased: lower() keeps its length and
+    folds its case onto ASCII exactly as `re` does ignoring case."""
+    ascii_like = re.compile(r"[\x00-\x7f]", re.IGNORECASE)
+    odd = [char for char in map(chr, range(0x80, 0x110000)) if not "\ud800" <= char <= "\udfff"
+           and (ascii_like.fullmatch(char) or len(char.lower()) != 1 or char.lower().isascii())]
+    assert odd == [char for char in odd if ODD_CASE.fullmatch(char)] == list(ODD_CASE.pattern[1:-1])
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=25))
 def test_any_chunking_gives_the_whole_text_result(tmp_path: Path, cuts: list[int]) -> None:
@@ -135,6 +174,41 @@ def test_a_match_that_never_ends_fails_closed(tmp_path: Path) -> None:
     for _ in range(MAX_HELD // 1000 + 2):
         assert text_filter.feed("a" * 1000) == ""
     assert text_filter.failure is not None and "kept growing" in (text_filter.failure.error or "")
+
+
+def _rules(*rules: tuple[str, str, bool]) -> str:
+    """A response-stage policy of redact rules: (name, detector, shadow) each."""
+    return "policy: default\nrules:\n" + "".join(
+        f"  - {{name: {name}, stage: response, action: redact, detectors: [{detector}], "
+        f"shadow: {str(shadow).lower()}}}\n" for name, detector, shadow in rules)
+
+
+LONG_PEM = "-----BEGIN RSA PRIVATE KEY-----\n" + ("A" * 64 + "\n") * 300   # no END: it keeps growing
+
+
+def _feed_in_pieces(text_filter, text: str, size: int = 1000) -> str:
+    out = [text_filter.feed(text[at:at + size]) for at in range(0, len(text), size)]
+    return "".join(out) + text_filter.flush()
+
+
+def test_a_shadow_match_that_never_ends_changes_nothing(tmp_path: Path) -> None:
+    text_filter = _filter(tmp_path, _rules(("watch-keys", "private_key", True)))
+    text = LONG_PEM + "\nbye"
+    assert _feed_in_pieces(text_filter, text) == text and text_filter.failure is None
+    assert [(d.rule, d.action, d.shadow, bool(d.error)) for d in text_filter.decisions] == [
+        ("watch-keys", "deny", True, True), ("watch-keys", "redact", True, False)]
+
+
+def test_a_match_that_never_ends_fails_under_its_own_rule(tmp_path: Path) -> None:
+    # A shadow rule first, with a match of its own: the failure is the PEM rule's.
+    text_filter = _filter(tmp_path, _rules(("watch-openai", "openai_key", True), ("no-pem", "private_key", False)))
+    _feed_in_pieces(text_filter, f"{OPENAI} {LONG_PEM}")
+    assert text_filter.failure is not None and text_filter.failure.rule == "no-pem"
+    # A real rule first, with a match of its own: a shadow rule's growing match fails nothing.
+    text_filter = _filter(tmp_path, _rules(("no-openai", "openai_key", False), ("watch-pem", "private_key", True)))
+    text = f"{OPENAI} {LONG_PEM}"
+    assert _feed_in_pieces(text_filter, text) == text.replace(OPENAI, "[REDACTED]")
+    assert text_filter.failure is None
 
 
 def test_conditions_on_the_whole_response_run_at_close(tmp_path: Path) -> None:

@@ -138,3 +138,79 @@ def test_without_rules_every_event_passes_as_is(tmp_path: Path) -> None:
     for event in BASE:
         [item] = gate.feed(event["type"], event)
         assert isinstance(item, Emit) and item.payload is event and item.original
+
+
+# -- calls that change after they were judged, or were never announced ----------------
+
+APPROVE_TRANSFERS = ("policy: team\nrules:\n  - name: transfers\n    stage: tool_call\n"
+                     "    when: 'tool_call.name == \"transfer\"'\n    action: require_approval\n")
+DENY_DELETES = "policy: team\nrules:\n  - name: never-delete\n    tools: {deny: [delete_file, delete_repo]}\n"
+DELETE = {"id": "fc_9", "type": "function_call", "status": "completed", "call_id": "c9", "name": "delete_file",
+          "arguments": '{"path": "/"}'}
+
+
+def _completed(output: list[dict]) -> dict:
+    return {"type": "response.completed", "response": {**BASE[-1]["response"], "output": output}}
+
+
+def _fails(items: list, says: str) -> bool:
+    return isinstance(items[-1], Fail) and says in items[-1].message
+
+
+@pytest.mark.parametrize("where", ["item-done", "completed"])
+def test_an_approved_call_that_changes_its_arguments_after_fails_closed(tmp_path: Path, where: str) -> None:
+    # The rule reads only the name: the human approves the arguments the hold shows.
+    events = _call_events(0, ("fc_1", "c1", "transfer", '{"amount": 1}'), [])
+    larger = {**events[-1]["item"], "arguments": '{"amount": 999999}'}
+    if where == "item-done":
+        events[-1]["item"] = larger
+    events.append(_completed([larger]))
+    gate = ResponsesStreamGate(tenant(tmp_path, APPROVE_TRANSFERS), facts(REQUEST))
+    items = run_responses(gate, events, approve=True)
+    assert _fails(items, "changed its arguments") and "999999" not in json.dumps(emitted(items[1:-1]))
+
+
+@pytest.mark.parametrize("kind", ["mcp_call", "mcp_approval_request"])
+def test_an_mcp_call_that_changes_its_tool_after_the_check_fails_closed(tmp_path: Path, kind: str) -> None:
+    added = {"id": "mcp_1", "type": kind, "server_label": "github", "name": "list_repos", "arguments": ""}
+    done = {**added, "name": "delete_repo", "arguments": '{"repo": "prod"}'}
+    events = [{"type": "response.output_item.added", "output_index": 0, "item": added},
+              {"type": "response.output_item.done", "output_index": 0, "item": done}, _completed([done])]
+    gate = ResponsesStreamGate(tenant(tmp_path, DENY_DELETES), facts(REQUEST))
+    items = run_responses(gate, events)
+    assert _fails(items, "changed its name") and "delete_repo" not in json.dumps(emitted(items[:-1]))
+
+
+def test_arguments_done_unlike_their_deltas_fail_closed(tmp_path: Path) -> None:
+    events = _call_events(0, ("fc_1", "c1", "delete_files", '{"path": "/"}'), [])
+    events[-2]["arguments"] = events[-1]["item"]["arguments"] = '{"path": "/tmp"}'
+    gate = ResponsesStreamGate(tenant(tmp_path, NOT_ROOT), facts(REQUEST))
+    items = run_responses(gate, events)
+    assert [type(item) for item in items] == [Fail] and "other arguments than it streamed" in items[0].message
+
+
+MESSAGE_ADDED = {"type": "response.output_item.added", "output_index": 0,
+                 "item": {"id": "m1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}}
+UNANNOUNCED = {
+    "item done, never added": [{"type": "response.output_item.done", "output_index": 0, "item": DELETE}],
+    "item done, added as a message": [MESSAGE_ADDED,
+                                      {"type": "response.output_item.done", "output_index": 0, "item": DELETE}],
+    "argument delta, never added": [{"type": "response.function_call_arguments.delta", "output_index": 0,
+                                     "item_id": "fc_9", "delta": '{"path": "/"}'}],
+}
+
+
+@pytest.mark.parametrize("events", UNANNOUNCED.values(), ids=UNANNOUNCED.keys())
+def test_a_call_no_item_added_announced_fails_closed(tmp_path: Path, events: list[dict]) -> None:
+    gate = ResponsesStreamGate(tenant(tmp_path, DENY_DELETES), facts(REQUEST))
+    items = run_responses(gate, [*events, _completed([DELETE])])
+    assert _fails(items, "no 'response.output_item.added' announced")
+    assert "delete_file" not in json.dumps([item.payload for item in items if isinstance(item, Emit)])
+
+
+def test_a_malformed_stream_only_shadow_rules_look_at_goes_on_as_it_came(tmp_path: Path) -> None:
+    events = [*_call_events(0, ("fc_1", "c1", "get_weather", "{}"), []), *UNANNOUNCED["item done, never added"]]
+    events = [{**event, "sequence_number": number} for number, event in enumerate(events)]
+    gate = ResponsesStreamGate(tenant(tmp_path, WHITELIST + "    shadow: true\n"), facts(REQUEST))
+    assert emitted(run_responses(gate, events)) == events
+    assert [(d.shadow, bool(d.error)) for d in gate.decisions] == [(True, True)]

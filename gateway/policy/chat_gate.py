@@ -102,6 +102,8 @@ class ChatStreamGate:
         self._backlog: deque[Any] = deque()
         self._holding: tuple[_Choice, StreamCall] | None = None
         self._failed = False
+        # Set by a malformed stream that only shadow rules look at (see `_pass_on`).
+        self._passing = False
         self._envelope: dict[str, Any] = {}
         self._roles = RoleOnce()
 
@@ -157,11 +159,16 @@ class ChatStreamGate:
         if fed.parts is None:
             # A chunk the gate cannot read is never passed on unjudged: it fails closed.
             if not isinstance(choices, list) or not all(isinstance(data, dict) for data in choices):
-                return self._malformed("the chunk's choices are not a list of objects")
+                return self._malformed("the chunk's choices are not a list of objects", unreadable=fed)
             if not all(isinstance(data.get("delta", {}), dict) for data in choices):
-                return self._malformed("a choice's delta is not an object")
+                return self._malformed("a choice's delta is not an object", unreadable=fed)
             self._envelope = {key: value for key, value in chunk.items() if key not in ("choices", "usage")}
+            # How much each call held before this chunk, should it have to go on as it came.
+            held_before = ({key: len(call.held) for key, call in self._calls.items()}
+                           if self._policies.tool_rules_shadow else None)
             fed.parts = self._take_in(fed, choices, out)
+            if self._passing:
+                return self._pass_on(fed, held_before, text=False)
             if self._failed:
                 return out
         for part in fed.parts:
@@ -186,7 +193,7 @@ class ChatStreamGate:
             kept = dict(delta)
             if self._gate_tools:
                 routed, held = self._tool_deltas(choice, delta, fed.chunk if whole else None, out)
-                if self._failed:
+                if self._failed or self._passing:
                     return parts
                 fed.consumed = fed.consumed or (whole and held)
                 for key in ("tool_calls", LEGACY):
@@ -328,16 +335,21 @@ class ChatStreamGate:
                 if self._holding is not None or self._failed:
                     return out
         for choice in self._choices.values():
-            if choice.text is None or choice.finished:
-                continue
-            choice.finished = True
-            rest = choice.text.flush()
-            choice.text.close()
-            if choice.text.failure is not None:
-                return [*out, *self._failure(choice)]
-            if rest:
-                out.append(self._text_chunk(choice, rest, filtered=True))
+            out.extend(self._end_text(choice))
+            if self._failed:
+                break
         return out
+
+    def _end_text(self, choice: _Choice) -> list[GateItem]:
+        """The text the choice's filter still holds (or its failure), once the text ended."""
+        if choice.text is None or choice.finished:
+            return []
+        choice.finished = True
+        rest = choice.text.flush()
+        choice.text.close()
+        if choice.text.failure is not None:
+            return self._failure(choice)
+        return [self._text_chunk(choice, rest, filtered=True)] if rest else []
 
     # -- outcomes -----------------------------------------------------------------
 
@@ -346,7 +358,9 @@ class ChatStreamGate:
         if step == "release":
             choice.released += 1
             released, call.held = call.held, []
-            if call.index >= 0:
+            # Calls move up to close the gap a removed call left; shadow rules remove none,
+            # and must not change the stream.
+            if call.index >= 0 and not self._policies.tool_rules_shadow:
                 choice.client_index[call.index] = len(choice.client_index)
                 client = choice.client_index[call.index]
                 released = [reindexed(item, choice.index, call.index, client) for item in released]
@@ -367,11 +381,38 @@ class ChatStreamGate:
             return [self._text_chunk(choice, text)]
         return []
 
-    def _malformed(self, error: str, call: StreamCall | None = None) -> list[GateItem]:
-        decision = self._policies.malformed_call(error, call.name if call else None)
+    def _malformed(self, error: str, call: StreamCall | None = None, *,
+                   unreadable: _Fed | None = None) -> list[GateItem]:
+        """Fail the stream closed: its tool calls cannot be read (or, given `unreadable`,
+        that chunk at all, text included). When only shadow rules look at what cannot
+        be read, `_passing` is set instead (and an `unreadable` chunk goes on at once)."""
+        text = unreadable is not None and self._filter_text
+        decision = self._policies.malformed_call(error, call.name if call else None, text=text)
         self._call_decisions.append(decision)
+        if decision.shadow:
+            self._passing = True
+            return self._pass_on(unreadable, None, text=True) if unreadable is not None else []
         self._failed = True
         return [Fail("blocked_by_policy", f"{decision.message} ({error})", decision.rule)]
+
+    def _pass_on(self, fed: _Fed, held_before: dict[tuple[int, int | str], int] | None, *,
+                 text: bool) -> list[GateItem]:
+        """A malformed stream that only shadow rules look at goes on as it came, as it
+        would without them: what the calls held before this chunk (`held_before`, None:
+        all), then the chunk. The rest of the stream is no longer gated: its tool calls,
+        and with `text` (the chunk could not be read at all, and only shadow rules look
+        at the text either), its text."""
+        out: list[GateItem] = []
+        for key, call in self._calls.items():
+            out.extend(call.held if held_before is None else call.held[:held_before.get(key, 0)])
+        self._calls.clear()
+        self._gate_tools = self._passing = False
+        if text and self._filter_text:
+            for choice in self._choices.values():
+                out.extend(self._end_text(choice))
+            self._filter_text = False
+        fed.parts, fed.consumed = None, False
+        return out + self._chunk(fed)
 
     def _failure(self, choice: _Choice) -> list[GateItem]:
         assert choice.text is not None and choice.text.failure is not None

@@ -94,6 +94,8 @@ class TenantPolicies:
         self._response = _Stage("response", [r for r in rules if "response" in r.stages])
         # Any rule that looks at returned tool calls: the caller gates them only then.
         self.has_tool_rules = bool(self._tool_call.rules)
+        # Only shadow rules look at them: a gate then never changes a call, nor fails on one.
+        self.tool_rules_shadow = self.has_tool_rules and all(rule.shadow for rule in self._tool_call.rules)
         self.needs_tool_arguments = any(
             rule.matcher is not None or (rule.when is not None and rule.when.reads_arguments)
             for rule in self._tool_call.rules
@@ -194,10 +196,15 @@ class TenantPolicies:
             on_violation=deciding.on_violation if deciding is not None else None,
         )
 
-    def malformed_call(self, error: str, tool_name: str | None = None) -> Decision:
+    def malformed_call(self, error: str, tool_name: str | None = None, *, text: bool = False) -> Decision:
         """The fail-closed decision for output that cannot be read at all (a broken
-        stream), attributed to the first rule that looks at tool calls (or at text)."""
-        rule = (self._tool_call.rules or self._response.rules or self._request.rules)[0]
+        stream), attributed to the first rule, not a shadow one, that looks at what is
+        broken: the tool calls (with `text`, the response text too). When only shadow
+        rules look, the decision is a shadow one, and the caller passes the output on as
+        it came: a shadow rule changes nothing, so the stream goes as without it."""
+        looking = [*self._tool_call.rules, *(self._response.rules if text else ())]
+        rule = next((rule for rule in looking if not rule.shadow), None)
+        rule = rule or (looking or self._response.rules or self._request.rules)[0]
         return rule.decision("tool_call", "deny", error=error, tool_name=tool_name or UNREADABLE_NAME)
 
     # -- response stage -----------------------------------------------------------

@@ -43,7 +43,7 @@ class Prefilter:
             if not text.isascii():
                 return False
             text = text.lower()
-        return all(literal not in text for literal in self.literals)
+        return not any(map(text.__contains__, self.literals))  # the loop stays in C
 
     @staticmethod
     def union(prefilters: tuple[Prefilter | None, ...]) -> Prefilter | None:

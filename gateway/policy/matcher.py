@@ -64,6 +64,53 @@ def _literal_start(pattern: re.Pattern[str]) -> tuple[str, ...]:
     return ("".join(prefix).lower(),) if prefix else ()
 
 
+# The only characters that `re` folds onto an ASCII one, or that lower() turns into
+# ASCII or into two characters (a test checks every character).
+ODD_CASE = re.compile("[\u0130\u0131\u017f\u212a]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchors:
+    """Lower-cased texts a match may start with (anchors, or their beginnings), and
+    the checks each one starts.
+
+    lower() may lengthen a text ("İ" -> "i̇"), moving every position after it, and `re`
+    folds a few letters onto ASCII ones that lower() leaves alone (the long s matches
+    "s"). So a text is matched lower-cased, which is fastest, only when it holds none
+    of those (and the keys are ASCII); otherwise as it is, case-insensitively: `re`
+    folds case one character for one, so a match's positions are positions in the text.
+    """
+
+    checks: dict[str, tuple[Detector, ...]]
+    keys: tuple[str, ...]  # longest first
+    search: re.Pattern[str]  # any key, in a lower-cased text
+    folded: re.Pattern[str]  # any key, in any text, case-insensitively
+    grouped: re.Pattern[str]  # the same, with group i + 1 for keys[i]: which one matched
+    ascii: bool
+
+    @classmethod
+    def of(cls, checks: dict[str, tuple[Detector, ...]]) -> _Anchors | None:
+        if not checks:
+            return None
+        keys = tuple(sorted(checks, key=len, reverse=True))
+        alternatives = "|".join(map(re.escape, keys))
+        grouped = "|".join(f"({re.escape(key)})" for key in keys)
+        return cls(checks, keys, re.compile(alternatives), re.compile(alternatives, re.IGNORECASE),
+                   re.compile(grouped, re.IGNORECASE), all(key.isascii() for key in keys))
+
+    def lowered(self, text: str) -> str | None:
+        """`text` lower-cased, when that keeps its length and matches the keys as `re`
+        would ignoring case; else None (search it as it is)."""
+        if self.ascii and (text.isascii() or not ODD_CASE.search(text)):
+            return text.lower()
+        return None
+
+    def which(self, text: str) -> tuple[Detector, ...]:
+        """The checks of the key that `text` is, case-insensitively; () if it is none."""
+        found = self.grouped.fullmatch(text)
+        return self.checks[self.keys[found.lastindex - 1]] if found and found.lastindex else ()
+
+
 @dataclass(frozen=True, slots=True)
 class TextMatcher:
     """The checks of one rule, with what a stream needs to hold back, worked out once."""
@@ -76,11 +123,10 @@ class TextMatcher:
     # The look-back of the unanchored checks (0: every check is anchored).
     open_window: int
     anchored_window: int
-    # All anchors as one search; the checks each anchor (or partial anchor) starts.
-    anchor_search: re.Pattern[str] | None
-    by_anchor: dict[str, tuple[Detector, ...]]
-    by_prefix: dict[str, tuple[Detector, ...]]
-    longest_anchor: int
+    # The anchors of the anchored checks, and their beginnings (for an anchor cut off
+    # by the end of the text).
+    anchors: _Anchors | None
+    partial_anchors: _Anchors | None
 
     @classmethod
     def build(cls, pattern: re.Pattern[str] | None, detectors: list[str]) -> TextMatcher:
@@ -95,7 +141,6 @@ class TextMatcher:
                 by_anchor[anchor] = (*by_anchor.get(anchor, ()), check)
                 for size in range(1, len(anchor)):
                     by_prefix[anchor[:size]] = (*by_prefix.get(anchor[:size], ()), check)
-        longest_first = sorted(by_anchor, key=len, reverse=True)
         prefilters = tuple(prefilter(check.pattern) for check in checks)
         return cls(
             checks=tuple(checks),
@@ -103,30 +148,37 @@ class TextMatcher:
             any_literal=Prefilter.union(prefilters),
             open_window=max((window_for(c) for c in checks if not c.anchors), default=0),
             anchored_window=max((window_for(c) for c in anchored), default=0),
-            anchor_search=re.compile("|".join(map(re.escape, longest_first))) if anchored else None,
-            by_anchor=by_anchor,
-            by_prefix=by_prefix,
-            longest_anchor=max(map(len, by_anchor), default=0),
+            anchors=_Anchors.of(by_anchor),
+            partial_anchors=_Anchors.of(by_prefix),
         )
 
     def hold_from(self, text: str, floor: int) -> int:
         """The first position (at or after `floor`) where a match could still begin."""
         end = len(text)
         earliest = max(floor, end - self.open_window) if self.open_window else end
-        if self.anchor_search is None:
+        if self.anchors is None:
             return earliest
         start = max(floor, end - self.anchored_window)
-        lowered = text[start:].lower()
-        for found in self.anchor_search.finditer(lowered):
+        window = text[start:]
+        # Searched lower-cased when that is exact, else as it is (see _Anchors). This is
+        # the hot path of a redacted stream: no helper generators, one lower() per call.
+        lowered = self.anchors.lowered(window)
+        search = self.anchors.folded if lowered is None else self.anchors.search
+        for found in search.finditer(window if lowered is None else lowered):
             position = start + found.start()
             if position >= earliest:
                 break
-            if any(check.starts_at(text, position) for check in self.by_anchor[found.group()]):
+            checks = self.anchors.which(found.group()) if lowered is None else self.anchors.checks[found.group()]
+            if any(check.starts_at(text, position) for check in checks):
                 return position
-        for size in range(min(len(lowered), self.longest_anchor - 1), 0, -1):
-            checks = self.by_prefix.get(lowered[-size:])
-            if checks and any(check.starts_at(text, end - size) for check in checks):
-                return min(earliest, end - size)
+        partial = self.partial_anchors
+        if partial is None:
+            return earliest
+        # An anchor cut off by the end of the text: the longest partial one that may start a match.
+        for offset in range(max(0, len(window) - len(partial.keys[0])), len(window)):
+            checks = partial.which(window[offset:]) if lowered is None else partial.checks.get(lowered[offset:], ())
+            if checks and any(check.starts_at(text, start + offset) for check in checks):
+                return min(earliest, start + offset)
         return earliest
 
     def spans(self, text: str) -> list[Span]:

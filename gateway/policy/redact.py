@@ -13,7 +13,8 @@ tail back, so that a secret split across two chunks is still caught:
   and of those only the part from where a match could begin (see detectors' anchors).
 
 A match that keeps growing past `MAX_HELD` characters fails closed (the text is
-denied): no real secret is that long, and holding more would buffer the stream.
+denied): no real secret is that long, and holding more would buffer the stream. A
+shadow rule's match is only recorded so, and the text goes on unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Callable, Sequence
 from gateway.policy.model import Decision, Rule
 
 MAX_HELD = 16384
+# A rule with its matches in the text: (start, stop, confirmed).
+Found = tuple[Rule, list[tuple[int, int, bool]]]
 # A match is final once this much text follows it: enough for an optional closing part
 # (a PEM END line) or a lookahead to have arrived.
 SETTLE_MARGIN = 64
@@ -95,11 +98,11 @@ class TextFilter:
         end = len(buffer)
         found = [(rule, rule.matcher.spans(buffer)) for rule in self.rules if rule.matcher]
         settled = end if final else end - SETTLE_MARGIN
-        cut = end if final else _hold_growing(found, settled, self._hold_from(buffer, found, settled))
+        cut = end if final else self._cut(buffer, found, settled)
         if end - cut > MAX_HELD:
-            # Nothing real is this long; a match that never stops growing fails closed.
-            self._fail(found, f"a match kept growing past {MAX_HELD} characters")
-            return ""
+            cut = self._overgrown(buffer, found, settled, cut)
+            if self.failure is not None:
+                return ""
         edits: list[tuple[int, int, str]] = []
         for rule, spans in found:
             for start, stop, confirmed in spans:
@@ -114,8 +117,29 @@ class TextFilter:
             self.changed = True
         return _splice(buffer, cut, edits)
 
-    def _hold_from(self, buffer: str, found: list[tuple[Rule, list[tuple[int, int, bool]]]],
-                   settled: int) -> int:
+    def _cut(self, buffer: str, found: list[Found], settled: int) -> int:
+        """Where the held tail starts (see the module docstring)."""
+        return _hold_growing(found, settled, self._hold_from(buffer, found, settled))
+
+    def _overgrown(self, buffer: str, found: list[Found], settled: int, cut: int) -> int:
+        """The cut once no match holds more than MAX_HELD characters back.
+
+        Nothing real is that long: a match that never stops growing fails closed, under
+        the rule whose match it is. A shadow rule must never change the text, so its
+        match is recorded as it would have failed, and holds nothing back any more.
+        """
+        while len(buffer) - cut > MAX_HELD:
+            # The cut was moved back to the start of the growing match (see _hold_growing).
+            owners = [rule for rule, spans in found if any(start == cut for start, _, _ in spans)]
+            owner = next((rule for rule in owners if not rule.shadow), owners[0] if owners else self.rules[0])
+            self._record(owner.decision(self.stage, "deny", error=f"a match kept growing past {MAX_HELD} characters"))
+            if not owner.shadow:
+                break
+            found = [(rule, spans) for rule, spans in found if rule not in owners]
+            cut = self._cut(buffer, found, settled)
+        return cut
+
+    def _hold_from(self, buffer: str, found: list[Found], settled: int) -> int:
         """Where the held tail starts: the window, narrowed to where a match could begin
         after the last match that is already settled."""
         complete = max((stop for _, spans in found for _, stop, _ in spans if stop <= settled), default=0)
@@ -130,17 +154,13 @@ class TextFilter:
             self._record(rule.decision(self.stage))
         return rule.action == "redact" and not rule.shadow
 
-    def _fail(self, found: list[tuple[Rule, list[tuple[int, int, bool]]]], error: str) -> None:
-        rule = next(rule for rule, spans in found if spans)
-        self._record(rule.decision(self.stage, "deny", error=error))
-
     def _record(self, decision: Decision) -> None:
         self.decisions.append(decision)
         if decision.action == "deny" and not decision.shadow and self.failure is None:
             self.failure = decision
 
 
-def _hold_growing(found: list[tuple[Rule, list[tuple[int, int, bool]]]], settled: int, cut: int) -> int:
+def _hold_growing(found: list[Found], settled: int, cut: int) -> int:
     """Move `cut` back so that no match that may still change, or that crosses it, is split."""
     moved = True
     while moved:

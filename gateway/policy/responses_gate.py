@@ -44,6 +44,14 @@ _ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.m
                             "response.custom_tool_call_input.done"})
 
 
+def _states_a_call(event_type: str, payload: dict) -> bool:
+    """Whether an event carries a tool call's arguments or the whole call item."""
+    if event_type in _ARGUMENT_DELTAS or event_type in _ARGUMENT_DONE:
+        return True
+    final = payload.get("item") if event_type == "response.output_item.done" else None
+    return isinstance(final, dict) and final.get("type") in CALL_ITEM_TYPES
+
+
 @dataclass(eq=False)
 class _Item:
     output_index: int
@@ -119,6 +127,10 @@ class ResponsesStreamGate:
         item = self._items.get(index) if isinstance(index, int) else None
         if item is not None and item.call is not None:
             return self._call_event(item, item.call, event_type, payload)
+        if self._gate_tools and _states_a_call(event_type, payload):
+            # No call was announced at this index, so none was judged: never relay it.
+            return self._malformed(f"a tool call event at output index {index!r} that no "
+                                   "'response.output_item.added' announced as a tool call", (event_type, payload))
         if item is not None and item.message and self._text is not None:
             return self._text_event(item, event_type, payload)
         return [Emit(payload, True, event_type)]
@@ -127,7 +139,7 @@ class ResponsesStreamGate:
         data, index = payload.get("item"), payload.get("output_index")
         if not isinstance(data, dict) or not isinstance(index, int) or index in self._items:
             if self._gate_tools:
-                return self._malformed("an output item has no valid 'item' or 'output_index'")
+                return self._malformed("an output item has no valid 'item' or 'output_index'", (event_type, payload))
             return [Emit(payload, True, event_type)]
         item = self._items[index] = _Item(index, message=data.get("type") == "message")
         if not (self._gate_tools and data.get("type") in CALL_ITEM_TYPES):
@@ -148,9 +160,11 @@ class ResponsesStreamGate:
         fragment = fragment if isinstance(fragment, str) else ""
         if call.state == "blocked":
             return []
+        why = self._checker.tampered(call, "", fragment) or self._changed(call, event_type, payload, final)
+        if why:
+            return self._malformed(why, (event_type, payload), call)
         if call.state == "released":
-            why = self._checker.tampered(call, "", fragment) or self._changed(call, event_type, payload, final)
-            return self._malformed(why, call) if why else [Emit(payload, True, event_type)]
+            return [Emit(payload, True, event_type)]
         call.held.append(Emit(payload, True, event_type))
         call.argument_parts.append(fragment)
         complete = event_type in _ARGUMENT_DONE or final is not None
@@ -163,16 +177,22 @@ class ResponsesStreamGate:
         return self._apply(self._checker.check(call, complete=complete), item) if complete else []
 
     def _changed(self, call: StreamCall, event_type: str, payload: dict, final: dict | None) -> str | None:
-        """Why a released call's closing events disagree with what was checked, if they do."""
-        stated = None
-        if event_type in _ARGUMENT_DONE:
-            stated = payload.get("arguments", payload.get("input"))
+        """Why an event that states the call whole disagrees with what was judged (its
+        tool, its complete arguments) or with the arguments that streamed, if it does."""
+        stated = payload.get("arguments", payload.get("input")) if event_type in _ARGUMENT_DONE else None
         if final is not None:
-            if item_ref(final).name != call.checked_name:
-                return f"tool call '{call.checked_name}' changed its name after it was checked"
+            # The whole ToolRef: an MCP call's name is its server, the tool on it is `related`.
+            if call.state != "pending" and item_ref(final) != call.tool:
+                return f"tool call '{call.name}' changed its name after it was checked"
             stated = item_arguments(final)[0]
-        if call.checked_arguments is not None and stated is not None and stated != call.checked_arguments:
-            return f"tool call '{call.name}' changed its arguments after they were checked"
+        if not isinstance(stated, str):
+            return None
+        if call.checked_arguments is not None:
+            if stated != call.checked_arguments:
+                return f"tool call '{call.name}' changed its arguments after they were checked"
+        elif call.state != "released" and call.arguments and stated != call.arguments:
+            # The rules read the stated arguments, the client may assemble the deltas.
+            return f"tool call '{call.name}' states other arguments than it streamed"
         return None
 
     def _text_event(self, item: _Item, event_type: str, payload: dict) -> list[GateItem]:
@@ -232,7 +252,7 @@ class ResponsesStreamGate:
                     if self._holding is not None or self._failed:
                         return out
                 elif item.call.state == "released" and (why := self._changed(item.call, "", {}, data)):
-                    return [*out, *self._malformed(why, item.call)]
+                    return [*out, *self._malformed(why, (event_type, payload), item.call)]
                 data = item.replacement or data
             elif item is not None and item.texts and isinstance(data, dict):
                 data = with_texts(data, item.texts)
@@ -282,11 +302,26 @@ class ResponsesStreamGate:
                     for payload in message_events(item.replacement, item.output_index)]
         return []
 
-    def _malformed(self, error: str, call: StreamCall | None = None) -> list[GateItem]:
+    def _malformed(self, error: str, event: tuple[str, dict], call: StreamCall | None = None) -> list[GateItem]:
+        """Fail the stream closed at `event`: its tool calls cannot be read, or changed."""
         decision = self._policies.malformed_call(error, call.name if call else None)
         self._call_decisions.append(decision)
+        if decision.shadow:
+            return self._pass_on(event)
         self._failed = True
         return [Fail("blocked_by_policy", f"{decision.message} ({error})", decision.rule)]
+
+    def _pass_on(self, event: tuple[str, dict]) -> list[GateItem]:
+        """Only shadow rules look at the tool calls, so a malformed stream goes on as it
+        came, as it would without them: what the calls held, then `event`, and the rest
+        of the stream, no longer gated."""
+        out: list[GateItem] = []
+        for item in self._items.values():
+            if item.call is not None:
+                out.extend(item.call.held)
+                item.call = None
+        self._gate_tools = False
+        return out + self._event(*event)
 
     def _text_failure(self) -> list[GateItem]:
         assert self._text is not None and self._text.failure is not None

@@ -25,6 +25,7 @@ from gateway.policy.model import (
     Rule,
 )
 from gateway.policy.names import ToolList, skeleton
+from gateway.policy.trial import trial_problem
 from gateway.yamlsrc import Problem, line_of
 
 _COMMON_KEYS = {"name", "description", "stage", "when", "action", "shadow"}
@@ -205,6 +206,8 @@ def _parse_when(reader: _RuleReader, stage: str | None, action: str) -> Conditio
     if source is None:
         return None
     condition, messages = compile_condition(source, stage)
+    if condition is not None and (problem := trial_problem(condition, stage)):
+        messages.append(problem)
     for message in messages:
         reader.problem("when", message)
     if condition is not None and action == "redact" and "response_text" in condition.variables:

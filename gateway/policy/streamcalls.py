@@ -9,6 +9,10 @@ Both stream gates (Chat Completions and Responses) share this life cycle:
 
 A pending call's output is held; a released call's output goes out as it arrives; a
 blocked call's output is dropped and replaced by the gate.
+
+Once judged, a call may not change what it was judged (or approved) on: its name
+never, its arguments once they were complete (the rules or the human saw them whole).
+Only a call judged on its name alone may stream its arguments on.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ class StreamCall:
     held: list[Emit] = field(default_factory=list)
     state: State = "pending"
     deciding: Decision | None = None
-    # What the rules saw, to catch a stream that changes the call after the check.
-    checked_name: str | None = None
+    # The complete arguments the call was judged or approved with (None while they may
+    # still grow), to catch a stream that changes them afterwards.
     checked_arguments: str | None = None
 
     @property
@@ -80,8 +84,7 @@ class CallChecker:
             tool = call.tool if call.tool.readable else ToolRef("".join(call.name_parts))
             verdict = self.policies.evaluate_call(self.facts, tool, call.arguments, call.is_json)
             self.decisions.extend(verdict.decisions)
-            call.checked_name = call.name
-            call.checked_arguments = call.arguments if self.needs_arguments else None
+            call.checked_arguments = call.arguments if complete else None
             call.deciding = verdict.deciding
             if verdict.outcome == "allow":
                 call.state = "released"
@@ -91,6 +94,8 @@ class CallChecker:
                 return "block"
             call.state = "awaiting"
         if call.state == "awaiting" and complete:
+            # What the human is shown is what they approve: nothing may be added after.
+            call.checked_arguments = call.arguments
             call.state = "holding"
             return "hold"
         return "none"
@@ -100,8 +105,12 @@ class CallChecker:
         return "release" if approved else "block"
 
     def tampered(self, call: StreamCall, name_fragment: str, argument_fragment: str) -> str | None:
-        """Why more output for an already checked call must fail the stream, or None."""
-        if call.state != "released":
+        """Why more output for an already judged call must fail the stream, or None.
+
+        A name that grows after the check (`db_` + `drop_all`) was never judged whole;
+        arguments that grow after they were judged complete were never judged at all.
+        """
+        if call.state in ("pending", "blocked"):
             return None
         if name_fragment:
             return f"tool call '{call.name}' changed its name after it was checked"
