@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -266,7 +267,7 @@ def openai_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upstre
         message or f"the upstream answered HTTP {status}",
         status=status,
         retryable=status in RETRYABLE_STATUSES,
-        retry_after=retry_after_seconds(headers),
+        retry_after=retry_after_seconds(headers, rate_limited=status == 429),
         error_type=error_type,
         error_code=code,
     )
@@ -276,26 +277,60 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """How long the upstream asks us to wait: Retry-After(-Ms) or rate-limit reset headers."""
+def retry_after_seconds(headers: Mapping[str, str], *, rate_limited: bool = False) -> float | None:
+    """How long the upstream asks us to wait: Retry-After(-Ms), and for a rate-limited
+    answer (429) the reset time of the limit it ran out of. Unreadable values count as absent.
+
+    The reset headers come with every answer, errors included; on a 5xx they describe
+    limits that were not the problem, and waiting for them would only delay the retry.
+    """
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
+        seconds = _seconds(value, scale=0.001)
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    waits = [_duration(headers.get(name, "")) for name in
-             ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
-    known = [wait for wait in waits if wait is not None]
-    return max(known) if known else None
+        seconds = _retry_after_value(value)
+        if seconds is not None:
+            return seconds
+    if not rate_limited:
+        return None
+    resets = {kind: _duration(headers.get(f"x-ratelimit-reset-{kind}", "")) for kind in ("requests", "tokens")}
+    exhausted = [wait for kind, wait in resets.items()
+                 if wait is not None and headers.get(f"x-ratelimit-remaining-{kind}") == "0"]
+    if exhausted:
+        return max(exhausted)
+    # Without a limit marked as spent, the earliest reset is a lower bound of the wait.
+    known = [wait for wait in resets.values() if wait is not None]
+    return min(known) if known else None
+
+
+def _retry_after_value(value: str) -> float | None:
+    """Retry-After as seconds or as an HTTP date (RFC 9110 10.2.3); None when it is neither."""
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+def _seconds(text: str, *, scale: float = 1.0) -> float | None:
+    """A number of seconds, at least 0; None for text that is not a finite number.
+
+    "inf" and "nan" parse as floats but are no wait: they would end up in the client's
+    Retry-After header, which cannot say them.
+    """
+    try:
+        seconds = float(text) * scale
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _duration(text: str) -> float | None:

@@ -19,7 +19,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "gemini" / "response"
 
 
 def _options(case: dict[str, Any]) -> dict[str, Any]:
-    return {key: case[key] for key in ("created", "completion_id") if key in case}
+    return {key: case[key] for key in ("created", "completion_id", "legacy_functions") if key in case}
 
 
 @pytest.mark.parametrize("case", golden_cases(FIXTURES, errors=False))

@@ -16,18 +16,21 @@ from openai.types.chat import ChatCompletionChunk
 from providers.base import UpstreamError
 from providers.gemini import GeminiStreamTranslator, gemini_to_chat
 from tests.fakes.gemini_server import split_events
+from tests.golden import golden_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 
 
 def _cases(errors: bool) -> list[Any]:
-    cases = json.loads((FIXTURES / "stream" / "cases.json").read_text())
-    return [pytest.param(case, id=case["description"]) for case in cases if ("error" in case) == errors]
+    return golden_cases(FIXTURES / "stream", errors=errors)
+
+
+def _options(case: dict[str, Any]) -> dict[str, Any]:
+    return {key: case[key] for key in ("created", "completion_id", "legacy_functions") if key in case}
 
 
 def _translator(case: dict[str, Any]) -> GeminiStreamTranslator:
-    options = {key: case[key] for key in ("created", "completion_id") if key in case}
-    return GeminiStreamTranslator(case["model"], **options)
+    return GeminiStreamTranslator(case["model"], **_options(case))
 
 
 def _translate(translator: GeminiStreamTranslator, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -80,8 +83,9 @@ def _whole_responses() -> list[Any]:
 @pytest.mark.parametrize(("case", "events"), _whole_responses())
 def test_streamed_answer_equals_whole_answer(case: dict[str, Any], events: int) -> None:
     """Streamed as Google streams it and put together by the openai SDK, it is the same answer."""
-    whole = gemini_to_chat(case["input"], case["model"], completion_id="chatcmpl-x", created=1)
-    translator = GeminiStreamTranslator(case["model"], completion_id="chatcmpl-x", created=1)
+    options = {**_options(case), "completion_id": "chatcmpl-x", "created": 1}
+    whole = gemini_to_chat(case["input"], case["model"], **options)
+    translator = GeminiStreamTranslator(case["model"], **options)
     state = ChatCompletionStreamState()
     for chunk in _translate(translator, split_events(case["input"], events)):
         state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
@@ -97,3 +101,4 @@ def test_streamed_answer_equals_whole_answer(case: dict[str, Any], events: int) 
             "name": call["function"]["name"], "arguments": call["function"]["arguments"]}}
             for call in got["message"].get("tool_calls", ())]
         assert calls == expected["message"].get("tool_calls", [])
+        assert got["message"].get("function_call") == expected["message"].get("function_call")

@@ -104,6 +104,39 @@ def test_tool_call(routed: tuple[FakeProvider, Gateway], stream: bool) -> None:
     assert "sunny" in json.dumps(fake.last_request())
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_legacy_functions_get_a_function_call(routed: tuple[FakeProvider, Gateway], stream: bool) -> None:
+    """A client that declared `functions` reads `function_call`, never `tool_calls`."""
+    fake, gateway = routed
+    if fake.kind == "openai":
+        pytest.skip("the request goes to OpenAI as sent; OpenAI answers legacy functions itself")
+    fake.tool_call("get_weather", {"city": "Lisbon"})
+    api = client(gateway)
+    messages = [{"role": "user", "content": "Weather in Lisbon?"}]
+    functions = [WEATHER_TOOL["function"]]
+    if stream:
+        chunks = [chunk for chunk in api.chat.completions.create(
+            model="assistant", messages=messages, functions=functions, stream=True) if chunk.choices]
+        assert not any(chunk.choices[0].delta.tool_calls for chunk in chunks)
+        parts = [chunk.choices[0].delta.function_call for chunk in chunks if chunk.choices[0].delta.function_call]
+        call = {"name": "".join(part.name or "" for part in parts),
+                "arguments": "".join(part.arguments or "" for part in parts)}
+        finish = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices[0].finish_reason]
+    else:
+        choice = api.chat.completions.create(model="assistant", messages=messages, functions=functions).choices[0]
+        assert choice.message.tool_calls is None and choice.message.function_call is not None
+        call, finish = choice.message.function_call.model_dump(), [choice.finish_reason]
+    assert finish == ["function_call"]
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Lisbon"}
+    # The legacy way back: the call in the assistant turn, the result in a `function` message.
+    fake.text("Sunny in Lisbon.")
+    answer = api.chat.completions.create(model="assistant", functions=functions, messages=[
+        *messages, {"role": "assistant", "content": None, "function_call": call},
+        {"role": "function", "name": "get_weather", "content": "sunny"}])
+    assert answer.choices[0].message.content == "Sunny in Lisbon."
+    assert "sunny" in json.dumps(fake.last_request())
+
+
 def test_responses_api(routed: tuple[FakeProvider, Gateway]) -> None:
     fake, gateway = routed
     api = client(gateway)

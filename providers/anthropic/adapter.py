@@ -12,17 +12,14 @@ from providers.anthropic.response import anthropic_to_chat
 from providers.anthropic.stream import AnthropicStreamTranslator
 from providers.anthropic.traits import LEGACY_API_VERSION, traits_for
 from providers.base import UpstreamCall, UpstreamError
+from providers.legacy_functions import uses_legacy_functions
 from providers.sse import SSEEvent
 from providers.translated import event_json
 
 
-def _legacy_functions(call: UpstreamCall) -> bool:
-    return bool(call.body.get("functions"))
-
-
 class AnthropicStream:
     def __init__(self, call: UpstreamCall) -> None:
-        self._translator = AnthropicStreamTranslator(call.model, legacy_functions=_legacy_functions(call))
+        self._translator = AnthropicStreamTranslator(call.model, legacy_functions=uses_legacy_functions(call.body))
         self.finished = False
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
@@ -65,7 +62,7 @@ class AnthropicDialect:
         if not isinstance(payload, dict) or payload.get("type") != "message":
             raise UpstreamError("anthropic answered with something other than a message", kind="malformed",
                                 retryable=True)
-        return anthropic_to_chat(payload, call.model, legacy_functions=_legacy_functions(call))
+        return anthropic_to_chat(payload, call.model, legacy_functions=uses_legacy_functions(call.body))
 
     def stream(self, call: UpstreamCall) -> AnthropicStream:
         return AnthropicStream(call)

@@ -3,14 +3,22 @@
 Anthropic answers errors as `{"type": "error", "error": {"type", "message"}}`, over
 HTTP or as an `error` event in a stream that already started. Overload (529), rate
 limits, timeouts and server errors are worth retrying; the wait comes from
-`retry-after-ms` / `Retry-After`, or else from the reset time of the exhausted
-`anthropic-ratelimit-*` limit. `x-should-retry`, when present, overrides the status.
+`retry-after-ms` / `Retry-After`, or else, for a 429, from the reset time of the
+exhausted `anthropic-ratelimit-*` limit. `x-should-retry`, when present, overrides the
+status.
+
+Some problems of the gateway's own account come as a 400 `invalid_request_error`, the
+answer to a bad request: "Your credit balance is too low" and "This organization has
+been disabled". The router hands a 400 to the client as its own mistake and tries no
+other target, so these are reported as 402 `billing_error` / 403 `permission_error`,
+never retried on this target: another target can serve the very same request.
 
 Messages carry what Anthropic said and its request id, never anything we sent.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -37,6 +45,11 @@ STATUS_BY_TYPE = {
     "overloaded_error": 529,
 }
 _RATE_LIMITS = ("requests", "tokens", "input-tokens", "output-tokens")
+# (what the message says, the error type it is really) for account problems sent as 400s.
+_ACCOUNT_PROBLEMS = (
+    ("credit balance is too low", "billing_error"),
+    ("organization has been disabled", "permission_error"),
+)
 _MAX_MESSAGE = 500
 
 
@@ -46,16 +59,22 @@ def anthropic_error(status: int, body: bytes, headers: Mapping[str, str], *,
     error_type, message = _parse(body)
     error_type = error_type or _type_for_status(status)
     lowered = {key.lower(): value for key, value in headers.items()}
+    request_id = lowered.get("request-id")
+    description = _describe(f"Anthropic answered {status} {error_type}", message, request_id)
+    account_problem = _account_problem(error_type, message)
+    if account_problem is not None:
+        # Retrying the same key will not help, whatever x-should-retry says.
+        return UpstreamError(description, status=STATUS_BY_TYPE[account_problem], retryable=False,
+                             error_type=account_problem)
     retryable = status in RETRYABLE_STATUSES or error_type in RETRYABLE_TYPES
     should_retry = lowered.get("x-should-retry")
     if should_retry in ("true", "false"):
         retryable = should_retry == "true"
-    request_id = lowered.get("request-id")
     return UpstreamError(
-        _describe(f"Anthropic answered {status} {error_type}", message, request_id),
+        description,
         status=status,
         retryable=retryable,
-        retry_after=retry_after(lowered, time.time() if now is None else now),
+        retry_after=retry_after(lowered, time.time() if now is None else now, rate_limited=status == 429),
         error_type=error_type,
     )
 
@@ -73,8 +92,13 @@ def stream_error(data: Mapping[str, Any]) -> UpstreamError:
     )
 
 
-def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait before a retry, from lower-cased response `headers`."""
+def retry_after(headers: Mapping[str, str], now: float, *, rate_limited: bool = False) -> float | None:
+    """Seconds to wait before a retry, from lower-cased response `headers`.
+
+    The `anthropic-ratelimit-*` headers come with every answer; they say when a limit
+    resets, which is the wait only when that limit is why the request failed (a 429).
+    On a 529 or a 5xx, waiting for them would only delay or forgo the retry.
+    """
     if "retry-after-ms" in headers:
         seconds = _number(headers["retry-after-ms"])
         if seconds is not None:
@@ -86,6 +110,8 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
             seconds = _seconds_until(_http_date(value), now)
         if seconds is not None:
             return max(seconds, 0.0)
+    if not rate_limited:
+        return None
     exhausted, every = [], []
     for limit in _RATE_LIMITS:
         reset = _seconds_until(_timestamp(headers.get(f"anthropic-ratelimit-{limit}-reset")), now)
@@ -100,6 +126,14 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     if every:
         return max(min(every), 0.0)
     return None
+
+
+def _account_problem(error_type: str, message: str) -> str | None:
+    """The error type of an account problem Anthropic reported as an invalid request, if it is one."""
+    if error_type != "invalid_request_error":
+        return None
+    lowered = message.lower()
+    return next((kind for says, kind in _ACCOUNT_PROBLEMS if says in lowered), None)
 
 
 def _parse(body: bytes) -> tuple[str | None, str]:
@@ -130,10 +164,12 @@ def _describe(head: str, message: str, request_id: Any) -> str:
 
 
 def _number(value: str) -> float | None:
+    """A finite number; "inf" and "nan" are no wait the client's Retry-After could say."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def _http_date(value: str) -> datetime | None:

@@ -70,9 +70,11 @@ def chat_to_anthropic(body: dict[str, Any], model: str, *, default_max_tokens: i
         request["tools"] = tools
     if tool_choice is not None:
         request["tool_choice"] = tool_choice
+    # Anthropic refuses whitespace-only stop sequences ("\n" is common with OpenAI): drop them.
     stop = body.get("stop")
-    if stop:
-        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stops = [each for each in ([stop] if isinstance(stop, str) else stop or []) if each.strip()]
+    if stops:
+        request["stop_sequences"] = stops
     user = body.get("user") or body.get("safety_identifier")
     if user:
         request["metadata"] = {"user_id": user}

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from providers.legacy_functions import legacy_finish_reason, legacy_message
 from providers.shapes import answer_guard
 
 FINISH_REASONS = {
@@ -40,7 +41,7 @@ THINKING_BLOCK_TYPES = frozenset({"thinking", "redacted_thinking"})
 def finish_reason(stop_reason: str | None, *, legacy_functions: bool = False) -> str:
     """OpenAI's `finish_reason` for an Anthropic `stop_reason` (unknown ones read as `stop`)."""
     reason = FINISH_REASONS.get(stop_reason or "", "stop")
-    return "function_call" if legacy_functions and reason == "tool_calls" else reason
+    return legacy_finish_reason(reason) if legacy_functions else reason
 
 
 def usage_to_chat(usage: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +88,7 @@ def anthropic_to_chat(message: dict[str, Any], model: str, *, created: int | Non
     thinking = [block for block in blocks if block.get("type") in THINKING_BLOCK_TYPES]
     reply: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""),
                              "refusal": None}
-    if legacy_functions and calls:
-        reply["function_call"] = {"name": calls[0]["name"], "arguments": tool_arguments(calls[0]["input"])}
-    elif calls:
+    if calls:
         reply["tool_calls"] = [
             {"id": call["id"], "type": "function",
              "function": {"name": call["name"], "arguments": tool_arguments(call.get("input"))}}
@@ -98,6 +97,8 @@ def anthropic_to_chat(message: dict[str, Any], model: str, *, created: int | Non
     if thinking:
         reply["reasoning_content"] = "".join(block.get("thinking", "") for block in thinking)
         reply["thinking_blocks"] = thinking
+    if legacy_functions:
+        reply = legacy_message(reply)
     return {
         "id": completion_id or completion_id_for(message.get("id")),
         "object": "chat.completion",

@@ -30,6 +30,7 @@ from typing import Any
 
 from providers.anthropic.errors import stream_error
 from providers.anthropic.response import completion_id_for, finish_reason, tool_arguments, usage_to_chat
+from providers.legacy_functions import legacy_delta
 from providers.shapes import answer_guard
 
 Chunk = dict[str, Any]
@@ -161,14 +162,15 @@ class AnthropicStreamTranslator:
         return [self._chunk({"thinking_blocks": [{"index": index, **block}]})]
 
     def _call(self, state: _Block, function: dict[str, Any], call_id: str | None = None) -> list[Chunk]:
-        if self._legacy:
-            # A legacy client reads one call; the request disabled parallel tool use.
-            return [self._chunk({"function_call": function})] if state.tool_index == 0 else []
         call: dict[str, Any] = {"index": state.tool_index}
         if call_id is not None:
             call.update(id=call_id, type="function")
         call["function"] = function
-        return [self._chunk({"tool_calls": [call]})]
+        delta: dict[str, Any] | None = {"tool_calls": [call]}
+        if self._legacy:
+            # A legacy client reads one call; the request disabled parallel tool use.
+            delta = legacy_delta(delta)
+        return [self._chunk(delta)] if delta is not None else []
 
     def _envelope(self) -> Chunk:
         return {"id": self._id or completion_id_for(None), "object": "chat.completion.chunk",

@@ -11,15 +11,22 @@ from providers.gemini.errors import gemini_error
 from providers.gemini.request import chat_to_gemini
 from providers.gemini.response import gemini_to_chat
 from providers.gemini.stream import GeminiStreamTranslator
+from providers.legacy_functions import uses_legacy_functions
 from providers.sse import SSEEvent
 from providers.translated import event_json
 
 API_VERSION = "v1beta"
 
 
+def _status_of(error: Any) -> int:
+    """The HTTP status a stream's error event carries (`error.code`), 500 when it has none."""
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and 400 <= code <= 599 else 500
+
+
 class GeminiStream:
-    def __init__(self, model: str) -> None:
-        self._translator = GeminiStreamTranslator(model)
+    def __init__(self, model: str, *, legacy_functions: bool = False) -> None:
+        self._translator = GeminiStreamTranslator(model, legacy_functions=legacy_functions)
 
     @property
     def finished(self) -> bool:
@@ -28,7 +35,7 @@ class GeminiStream:
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         payload = event_json(event, "gemini")
         if isinstance(payload, dict) and "error" in payload:
-            raise gemini_error(500, event.data, {})
+            raise gemini_error(_status_of(payload["error"]), event.data, {})
         if not isinstance(payload, dict):
             raise UpstreamError("gemini sent a stream event that is not an object", kind="malformed")
         return self._translator.feed(payload)
@@ -65,8 +72,8 @@ class GeminiDialect:
         if not isinstance(payload, dict):
             raise UpstreamError("gemini answered with something other than an object", kind="malformed",
                                 retryable=True)
-        return gemini_to_chat(payload, call.model)
+        return gemini_to_chat(payload, call.model, legacy_functions=uses_legacy_functions(call.body))
 
     def stream(self, call: UpstreamCall) -> GeminiStream:
-        return GeminiStream(call.model)
+        return GeminiStream(call.model, legacy_functions=uses_legacy_functions(call.body))
 

@@ -22,9 +22,9 @@ _SAMPLING = (
     ("temperature", "temperature"),
     ("top_p", "topP"),
     ("seed", "seed"),
-    ("presence_penalty", "presencePenalty"),
-    ("frequency_penalty", "frequencyPenalty"),
 )
+# presence_penalty and frequency_penalty are dropped, like the other OpenAI-only hints:
+# Gemini 2.5 and later answer 400 "Penalty is not enabled" to either.
 _LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM",
            "high": "HIGH", "xhigh": "HIGH", "max": "HIGH"}
 _BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192,

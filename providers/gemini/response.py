@@ -3,8 +3,11 @@
 Each candidate becomes a choice: text parts are concatenated into `content`, thought
 summaries into `reasoning_content`, and function calls become `tool_calls` whose ids
 carry the thought signature (see `providers.gemini.toolcalls`). Signatures Gemini puts
-on text parts are dropped: Gemini validates only those on function calls. The helpers
-below are shared with the stream translator, so both answers agree to the token.
+on text parts are dropped: Gemini validates only those on function calls. With
+`legacy_functions` (the request declared `functions`, not `tools`) the first call is
+answered as `message.function_call` with finish reason `function_call`, as OpenAI does
+(`providers.legacy_functions`). The helpers below are shared with the stream translator,
+so both answers agree to the token.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Literal
 
 from providers.base import UpstreamError
 from providers.gemini.toolcalls import tool_call_from_part
+from providers.legacy_functions import legacy_finish_reason, legacy_message
 from providers.shapes import answer_guard
 
 PartKind = Literal["text", "reasoning", "call"]
@@ -27,7 +31,7 @@ _FILTERED = frozenset({
 
 @answer_guard("gemini")
 def gemini_to_chat(response: dict[str, Any], model: str, *, created: int | None = None,
-                   completion_id: str | None = None) -> dict[str, Any]:
+                   completion_id: str | None = None, legacy_functions: bool = False) -> dict[str, Any]:
     raise_if_blocked(response)
     candidates = response.get("candidates") or []
     if not candidates:
@@ -38,7 +42,7 @@ def gemini_to_chat(response: dict[str, Any], model: str, *, created: int | None 
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": model,
-        "choices": [_choice(candidate, position, completion_id)
+        "choices": [_choice(candidate, position, completion_id, legacy_functions)
                     for position, candidate in enumerate(candidates)],
     }
     if response.get("usageMetadata"):
@@ -81,12 +85,14 @@ def completion_id_for(response: dict[str, Any]) -> str:
     return f"chatcmpl-{response_id}" if response_id else f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def finish_reason(gemini_reason: str | None, made_calls: bool) -> str:
+def finish_reason(gemini_reason: str | None, made_calls: bool, *, legacy_functions: bool = False) -> str:
     if gemini_reason in _FILTERED:
         return "content_filter"
     if gemini_reason == "MAX_TOKENS":
         return "length"
-    return "tool_calls" if made_calls else "stop"
+    if not made_calls:
+        return "stop"
+    return legacy_finish_reason("tool_calls") if legacy_functions else "tool_calls"
 
 
 def part_kind(part: dict[str, Any]) -> PartKind | None:
@@ -98,7 +104,8 @@ def part_kind(part: dict[str, Any]) -> PartKind | None:
     return "reasoning" if part.get("thought") else "text"
 
 
-def _choice(candidate: dict[str, Any], position: int, completion_id: str) -> dict[str, Any]:
+def _choice(candidate: dict[str, Any], position: int, completion_id: str,
+            legacy_functions: bool) -> dict[str, Any]:
     index = candidate.get("index", position)
     texts: dict[str, list[str]] = {"text": [], "reasoning": []}
     tool_calls: list[dict[str, Any]] = []
@@ -117,9 +124,12 @@ def _choice(candidate: dict[str, Any], position: int, completion_id: str) -> dic
         message["reasoning_content"] = "".join(texts["reasoning"])
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if legacy_functions:
+        message = legacy_message(message)
     return {
         "index": index,
         "message": message,
-        "finish_reason": finish_reason(candidate.get("finishReason"), bool(tool_calls)),
+        "finish_reason": finish_reason(candidate.get("finishReason"), bool(tool_calls),
+                                       legacy_functions=legacy_functions),
         "logprobs": None,
     }

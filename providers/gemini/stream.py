@@ -5,7 +5,9 @@ Text and thought parts are relayed as they arrive, one chunk per part; a functio
 arrives whole, so it becomes one complete `tool_calls` delta (id, name and arguments)
 with a stable `index` 0, 1, ... per choice. A candidate's `finishReason` becomes a chunk
 with `finish_reason`; the usage of the last event that had any becomes the final usage
-chunk (`"choices": []`) that `finish()` returns.
+chunk (`"choices": []`) that `finish()` returns. With `legacy_functions` the first call
+of a choice streams as one `function_call` delta and later ones are dropped, as in whole
+answers.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from providers.gemini.response import (
     usage_to_chat,
 )
 from providers.gemini.toolcalls import tool_call_from_part
+from providers.legacy_functions import legacy_delta
 from providers.shapes import answer_guard
 
 _DELTA_FIELD = {"text": "content", "reasoning": "reasoning_content"}
 
 
 class GeminiStreamTranslator:
-    def __init__(self, model: str, *, created: int | None = None, completion_id: str | None = None) -> None:
+    def __init__(self, model: str, *, created: int | None = None, completion_id: str | None = None,
+                 legacy_functions: bool = False) -> None:
         self.model = model
+        self._legacy = legacy_functions
         self.created = int(time.time()) if created is None else created
         self.completion_id = completion_id
         self._calls: dict[int, int] = {}
@@ -73,16 +78,23 @@ class GeminiStreamTranslator:
         for part in (candidate.get("content") or {}).get("parts") or ():
             kind = part_kind(part)
             if kind == "call":
-                call = tool_call_from_part(part, self.completion_id or "", index, self._calls[index])
-                chunks.append(self._chunk(index, {"tool_calls": [{"index": self._calls[index], **call}]}))
-                self._calls[index] += 1
+                chunks.extend(self._call(index, part))
             elif kind is not None:
                 chunks.append(self._chunk(index, {_DELTA_FIELD[kind]: part["text"]}))
         reason = candidate.get("finishReason")
         if reason and index not in self._finished:
             self._finished.add(index)
-            chunks.append(self._chunk(index, {}, finish_reason(reason, self._calls[index] > 0)))
+            chunks.append(self._chunk(index, {}, finish_reason(reason, self._calls[index] > 0,
+                                                               legacy_functions=self._legacy)))
         return chunks
+
+    def _call(self, index: int, part: dict[str, Any]) -> list[dict[str, Any]]:
+        call = tool_call_from_part(part, self.completion_id or "", index, self._calls[index])
+        delta: dict[str, Any] | None = {"tool_calls": [{"index": self._calls[index], **call}]}
+        self._calls[index] += 1
+        if self._legacy:
+            delta = legacy_delta(delta)
+        return [self._chunk(index, delta)] if delta is not None else []
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return self._envelope([{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}])
