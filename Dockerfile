@@ -6,6 +6,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY providers ./providers
+# gateway/sample_policies links here: the package ships the sample policies from it.
 COPY policies ./policies
 RUN pip install ".[postgres,redis,otel]" && useradd --system --uid 10001 --home-dir /var/lib/lockgate --create-home lockgate
 USER lockgate

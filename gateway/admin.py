@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from gateway import errors
-from gateway.approvals import STATUSES
+from gateway.approvals import STATUSES, timed_out, undecidable
 from gateway.errors import GatewayError
 from gateway.reporting import parse_window
 from gateway.runtime import Runtime
@@ -79,9 +79,9 @@ async def decide(request: web.Request, runtime: Runtime, approve: bool) -> web.R
         return web.json_response(record.public())
     current = await runtime.store.get_approval(approval_id)
     if current is None:
-        raise errors.not_found(f"No approval {approval_id}.")
-    raise GatewayError(409, "invalid_request_error", "approval_not_pending",
-                       f"Approval {approval_id} is already {current.status}; only pending approvals can be decided.")
+        raise errors.not_found(undecidable(approval_id, None))
+    code = "approval_expired" if timed_out(current, time.time()) else "approval_not_pending"
+    raise GatewayError(409, "invalid_request_error", code, undecidable(approval_id, current))
 
 
 async def approve(request: web.Request, runtime: Runtime) -> web.Response:
@@ -109,6 +109,7 @@ async def list_audit(request: web.Request, runtime: Runtime) -> web.Response:
 async def recent_requests(request: web.Request, runtime: Runtime) -> web.Response:
     """The latest ledger rows (newest first), with their policy decisions."""
     runtime.require_admin(request)
+    await runtime.metered()
     await runtime.ledger.flush()
     query = LedgerQuery(tenant=request.query.get("tenant") or None, since=_since(request, "1d"), until=time.time() + 1,
                         limit=_limit(request), newest_first=True)
@@ -126,10 +127,15 @@ async def circuits(request: web.Request, runtime: Runtime) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+def _tenant_policies(listed: tuple[str, ...], loaded: set[str]) -> list[str]:
+    """The policies a tenant runs, in order: `default` first, each once (a tenant may list it too)."""
+    return [name for name in dict.fromkeys(("default", *listed)) if name in loaded]
+
+
 async def tenants(request: web.Request, runtime: Runtime) -> web.Response:
     runtime.require_admin(request)
     loaded = set(runtime.snapshot.policies.names())
-    data = [{"name": tenant.name, "policies": [name for name in ("default", *tenant.policies) if name in loaded],
+    data = [{"name": tenant.name, "policies": _tenant_policies(tenant.policies, loaded),
              "models": tenant.models,
              "budget": {"usd_per_day": tenant.budget.usd_per_day, "usd_per_month": tenant.budget.usd_per_month},
              "limits": {"rpm": tenant.limits.rpm, "tpm": tenant.limits.tpm,

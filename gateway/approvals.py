@@ -4,8 +4,9 @@ An approval is stored before anyone waits on it, so a pending approval survives 
 restart and can be decided from any replica. A hold waits on a local event (woken at
 once by a decision made through this process) and re-reads the store every second (a
 decision made through another replica). A sweep applies `on_timeout` to approvals past
-their expiry. A deferred approval is bound to the tenant, the rule, the policy version
-and a digest of the request (or of the tool name and arguments), and is used once.
+their expiry; past it, no human can decide it any more. A deferred approval is bound to
+the tenant, the rule, the policy version and a digest of the request (or of the tool name
+and arguments), is used once, and only within its redemption window (`redeemable_until`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -29,6 +32,8 @@ POLL_S = 1.0
 SWEEP_S = 1.0
 PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
 STATUSES = (PENDING, APPROVED, DENIED, EXPIRED)
+TIMEOUT = "timeout"
+"""`decided_by` of an approval decided by its `on_timeout` (the stores write it in the sweep)."""
 
 
 def request_digest(body: dict[str, Any]) -> str:
@@ -46,6 +51,36 @@ def tool_digest(name: str, arguments: str) -> str:
 
 def new_approval_id() -> str:
     return "apr_" + os.urandom(12).hex()
+
+
+def redeemable_until(record: ApprovalRecord) -> float:
+    """The last moment an approved deferred approval lets its retry through.
+
+    The client gets the approval's own `timeout_s` again, counted from the decision (by a
+    human, or by `on_timeout: approve`): long enough to notice and retry, short enough that
+    an approval forgotten for weeks cannot be replayed.
+    """
+    decided_at = record.decided_at if record.decided_at is not None else record.expires_at
+    return decided_at + (record.expires_at - record.created_at)
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def timed_out(record: ApprovalRecord, now: float) -> bool:
+    """Whether the approval's time for a human decision is over (swept or not yet)."""
+    return record.decided_by == TIMEOUT or (record.status == PENDING and record.expires_at <= now)
+
+
+def undecidable(approval_id: str, current: ApprovalRecord | None) -> str:
+    """Why `decide` refused: what the CLI and the admin API both say."""
+    if current is None:
+        return f"No approval {approval_id}."
+    if timed_out(current, time.time()):
+        return (f"Approval {approval_id} expired at {_utc(current.expires_at)} before anyone decided it; "
+                f"its on_timeout ({current.on_timeout}) applies and it can no longer be approved or denied.")
+    return f"Approval {approval_id} is already {current.status}; only pending approvals can be decided."
 
 
 class Approvals:
@@ -107,26 +142,44 @@ class Approvals:
             self._events.pop(record.id, None)
 
     async def decide(self, approval_id: str, approve: bool, by: str, reason: str | None) -> ApprovalRecord | None:
-        """Approve or deny a pending approval; None when it is not pending (any more)."""
+        """Approve or deny a pending approval; None when it is not pending (any more) or has
+        expired (`undecidable` says which)."""
         record = await self.store.decide_approval(approval_id, APPROVED if approve else DENIED, by, reason,
                                                   time.time())
         if record is not None:
             self._decided(record)
-        return record
+            return record
+        # Too late for a human: apply on_timeout now, as the sweep would (the CLI decides even
+        # while no gateway runs, so no sweep may have run since the expiry).
+        await self._expire()
+        return None
 
     async def redeem(self, approval_id: str, *, tenant: str, rule: str, digest: str, policy_version: str
                      ) -> tuple[str, ApprovalRecord | None]:
-        """Check a retry's `X-Lockgate-Approval`: ("ok" | "pending" | "denied" | "mismatch", record)."""
+        """Check a retry's `X-Lockgate-Approval`: ("ok" | "pending" | "denied" | "mismatch", record).
+
+        "denied" also covers an approval that timed out, or was approved but not used within
+        its redemption window; the record's `reason` then says so.
+        """
         record = await self.store.get_approval(approval_id)
         if record is None or record.tenant != tenant:
             return "mismatch", None
         if record.rule != rule or record.digest != digest or record.policy_version != policy_version:
             return "mismatch", record
+        now = time.time()
+        if record.status == PENDING and record.expires_at <= now:
+            await self._expire()  # its on_timeout decides it now, whether or not a sweep ran
+            record = await self.store.get_approval(approval_id) or record
         if record.status == PENDING:
             return "pending", record
         if record.status != APPROVED:
             return "denied", record
-        if not await self.store.use_approval(approval_id, time.time()):
+        if now > redeemable_until(record):
+            return "denied", replace(record, reason=(
+                f"approval {approval_id} was approved at {_utc(record.decided_at or record.expires_at)} but not "
+                f"used before {_utc(redeemable_until(record))}; send the request without the approval header "
+                "to ask for a new one"))
+        if not await self.store.use_approval(approval_id, now):
             return "mismatch", record  # already used: an approval lets one request through
         return "ok", record
 

@@ -45,6 +45,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])", re.IGNORECASE)
 _UNIX_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 _MILLISECONDS_FROM = 1e11  # year 5138 in seconds, but an ordinary timestamp in milliseconds
+_YEAR_10000 = 253_402_300_800.0  # 10000-01-01T00:00:00Z: Python's datetime (and so iso_utc) ends before it
 _WINDOW_FORMS = ("send a duration back from now (24h, 7d, 30m, 90s), an ISO-8601 UTC time "
                  "(2026-11-27T05:00:00Z), or unix seconds")
 
@@ -91,6 +92,10 @@ def _parse_instant(param: str, text: str, now: float) -> float:
 def _checked(param: str, text: str, seconds: float) -> float:
     if seconds < 0:
         raise ValueError(f"{param}={text!r} is before 1970-01-01; send a later time")
+    # A time with an offset can name a UTC instant past year 9999 (9999-12-31T23:59:59-14:00):
+    # refused here, so every accepted window can be reported back as UTC text.
+    if seconds >= _YEAR_10000:
+        raise ValueError(f"{param}={text!r} is after 9999-12-31T23:59:59Z; send an earlier time")
     return seconds
 
 

@@ -35,6 +35,7 @@ pricing:
     gpt-5.5: {input: 1.25, cached_input: 0.125, output: 10.0}
 """
 ENV = {"TEST_ADMIN_KEY": "admin-secret", "TEST_OPENAI_KEY": "sk-test"}
+ACME_KEY = "sha256:a86326fdec801e45a4d58ba3fc03a8070fb25c26579bb14bc2f8870794ba1e7e"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -77,6 +78,14 @@ BROKEN = [
     ("bad storage url", ("server: {host", "storage: {url: 'mysql://x'}\nserver: {host"), 1, "sqlite:///"),
     ("yaml syntax", ("retry: {attempts: 3, backoff_ms: 100}", "retry: {attempts: 3, backoff_ms: 100"), 12,
      "invalid YAML"),
+    ("key of two tenants", ("pricing:", f'  globex: {{keys: ["{ACME_KEY}"]}}\npricing:'), 19,
+     "already a key of tenant 'acme' (tenants.acme.keys[0])"),
+    ("admin key as tenant key", ('["env:TEST_ADMIN_KEY"]', f'["{ACME_KEY}"]'), 15,
+     "already an admin key (admin_keys[0])"),
+    ("sqlite url without a file", ("server: {host", "storage: {url: 'sqlite:///'}\nserver: {host"), 1,
+     "needs a database file after sqlite:///, e.g. sqlite:///lockgate.db"),
+    ("postgresql url without a server", ("server: {host", "storage: {url: 'postgresql://'}\nserver: {host"), 1,
+     "names no server; write postgresql://USER:PASSWORD@HOST:5432/DATABASE"),
 ]
 
 
@@ -118,3 +127,9 @@ def test_check_command(tmp_path: Path) -> None:
     assert "gateway.yaml:12" in bad.stderr and "must be a number" in bad.stderr
     missing = run_cli("check", "--config", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 1 and "file not found" in missing.stderr
+
+
+def test_check_refuses_a_key_that_would_authenticate_as_two_identities(tmp_path: Path) -> None:
+    shared = VALID.replace('["env:TEST_ADMIN_KEY"]', f'["{ACME_KEY}"]')
+    done = run_cli("check", "--config", str(write(tmp_path, shared)))
+    assert done.returncode == 1 and "gateway.yaml:15" in done.stderr and "already an admin key" in done.stderr

@@ -118,6 +118,13 @@ async def test_a_key_is_revoked_by_an_unambiguous_prefix_of_its_id(store: Store)
     assert (await store.revoke_key("ab1")).key_hash == key("ab13").key_hash  # the revoked one no longer counts
 
 
+@pytest.mark.parametrize("key_id", ["", "%", "_", "a%", "sha256:", " ab12", "ab12 ", "g"])
+async def test_a_key_id_that_is_not_hex_revokes_nothing(store: Store, key_id: str) -> None:
+    await store.add_key(key("ab12"))  # the only key: any pattern-like or empty id would match it
+    assert await store.revoke_key(key_id) is None
+    assert (await store.find_key(key("ab12").key_hash)).revoked_at is None
+
+
 # -- ledger -----------------------------------------------------------------------------------
 
 
@@ -206,6 +213,16 @@ async def test_an_approval_is_decided_once(store: Store) -> None:
     assert await store.decide_approval("ap_1", "denied", "bob", None, 1600.0) is None
     assert await store.get_approval("ap_1") == decided
     assert await store.decide_approval("ap_missing", "approved", "alice", None, 1500.0) is None
+
+
+async def test_an_approval_past_its_expiry_is_no_longer_decided(store: Store) -> None:
+    await store.add_approval(approval("late", expires_at=2000.0))
+    await store.add_approval(approval("in_time", expires_at=2000.0))
+    assert await store.decide_approval("late", "approved", "alice", None, 2000.0) is None  # expiry is the end
+    assert await store.decide_approval("late", "approved", "alice", None, 5000.0) is None
+    assert (await store.get_approval("late")).status == "pending"  # left for on_timeout (the sweep)
+    assert (await store.decide_approval("in_time", "approved", "alice", None, 1999.5)).status == "approved"
+    assert [record.id for record in await store.expire_approvals(5000.0)] == ["late"]
 
 
 async def test_expiry_applies_each_approvals_on_timeout_once(store: Store) -> None:
@@ -357,8 +374,9 @@ async def test_a_human_and_a_sweep_at_once_decide_each_approval_once(
     ids = [f"ap_{n}" for n in range(100)]
     for approval_id in ids:
         await first.add_approval(approval(approval_id, expires_at=900.0))
+    # The human decides just before the expiry; the sweeping replica's clock is already past it.
     results = await asyncio.gather(second.expire_approvals(1000.0),
-                                   *(first.decide_approval(approval_id, "approved", "alice", None, 1000.0)
+                                   *(first.decide_approval(approval_id, "approved", "alice", None, 899.0)
                                      for approval_id in ids))
     expired, decided = {record.id for record in results[0]}, {record.id for record in results[1:] if record}
     assert not expired & decided

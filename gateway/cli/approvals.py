@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.approvals import STATUSES, Approvals
+from gateway.approvals import STATUSES, Approvals, undecidable
 from gateway.cli.common import add_config_argument, load_or_exit, with_store
 from gateway.metrics import Metrics
 from gateway.store import ApprovalRecord, Store
@@ -79,8 +79,7 @@ def run_decide(args: argparse.Namespace) -> int:
 
     record, current = with_store(config, decide)
     if record is None:
-        state = f"is already {current.status}" if current is not None else "does not exist"
-        print(f"error: approval {args.id} {state}", file=sys.stderr)
+        print(f"error: {undecidable(args.id, current)}", file=sys.stderr)
         return 1
     print(f"{record.id} {record.status} by {record.decided_by} at {_when(record.decided_at or time.time())}")
     return 0

@@ -32,6 +32,8 @@ from gateway.config.parse import build_config, hash_key, load_config
 from gateway.yamlsrc import Problem, load_yaml
 
 QUICKSTART_FILE = Path(__file__).resolve().parent.parent / "quickstart.yaml"
+SAMPLE_POLICIES = QUICKSTART_FILE.parent / "sample_policies"
+"""Shipped inside the package, so an installed gateway (or the Docker image) has them too."""
 DEMO_TENANT_KEY = "lg-demo-key"
 DEMO_ADMIN_KEY = "lg-demo-admin-key"
 
@@ -70,8 +72,8 @@ def quickstart_config() -> Config:
 
 
 def _sample_policies() -> Path | None:
-    """`./policies` if present, else the sample policies of a source checkout."""
-    for candidate in (Path.cwd() / "policies", QUICKSTART_FILE.parent.parent / "policies"):
+    """`./policies` if present (your own, tried on the quickstart), else the bundled samples."""
+    for candidate in (Path.cwd() / "policies", SAMPLE_POLICIES):
         if candidate.is_dir():
             return candidate
     return None

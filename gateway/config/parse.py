@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from gateway.config.model import (
     PROVIDER_KINDS,
@@ -74,11 +75,34 @@ def build_config(raw: Any, path: Path | None, *, environ: Any, quickstart: bool 
     return config, []
 
 
+def _storage_url_problem(url: str, environ: Any) -> str | None:
+    """What is wrong with a `storage.url` (never quoting it: it may hold a password), or None."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if not path or path.endswith("/") or Path(path).is_dir():
+            return ("needs a database file after sqlite:///, e.g. sqlite:///lockgate.db (relative to the "
+                    "working directory) or sqlite:////var/lib/lockgate/lockgate.db (absolute)")
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        return "must start with sqlite:/// (a file) or postgresql:// (a server)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        return "is not a valid URL; write postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+    # libpq and asyncpg also take the server from `?host=` (a Unix socket directory) or PGHOST.
+    if not parts.hostname and not parse_qs(parts.query).get("host") and not environ.get("PGHOST"):
+        return ("names no server; write postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+                "(a Unix socket: postgresql:///DATABASE?host=/var/run/postgresql)")
+    return None
+
+
 class _Builder(Reader):
     def __init__(self, file: str, environ: Any) -> None:
         super().__init__(file)
         self.environ = environ
         self.lines: dict[str, int] = {}
+        self.key_owners: dict[str, tuple[str, str]] = {}
+        """Each key hash seen so far -> (who it authenticates as, where it was listed)."""
 
     def build(self, raw: Any, path: Path | None, quickstart: bool) -> Config | None:
         if raw is None:
@@ -135,9 +159,8 @@ class _Builder(Reader):
         self.check_keys(section, ("url", "redis_url"), "storage")
         url = self.get(section, "url", "storage.url", str, "sqlite:///lockgate.db")
         url = self.secret(section, "url", "storage.url", url) or ""
-        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            self.problem(section, "url", "storage.url",
-                         "must start with sqlite:/// (a file) or postgresql:// (a server)")
+        if (wrong := _storage_url_problem(url, self.environ)) is not None:
+            self.problem(section, "url", "storage.url", wrong)
         redis_url = self.get(section, "redis_url", "storage.redis_url", str, "")
         redis_url = (self.secret(section, "redis_url", "storage.redis_url", redis_url) if redis_url else None) or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -153,11 +176,11 @@ class _Builder(Reader):
                 if not _SHA256.match(key):
                     self.problem(raw, "admin_keys", where, "a hashed key is 'sha256:' + 64 lowercase hex digits")
                 else:
-                    hashes.append(key)
+                    hashes.append(self.claim_key(key, "an admin key", raw, "admin_keys", where))
                 continue
             value = self.secret(raw, "admin_keys", where, key)
             if value:
-                hashes.append(hash_key(value))
+                hashes.append(self.claim_key(hash_key(value), "an admin key", raw, "admin_keys", where))
         return hashes
 
     def policies_dir(self, raw: dict, base_dir: Path) -> Path | None:
@@ -344,14 +367,15 @@ class _Builder(Reader):
 
     def tenant_keys(self, spec: dict, path: str) -> list[str]:
         hashes = []
+        owner = f"a key of tenant '{path.removeprefix('tenants.')}'"
         for index, key in enumerate(self.string_list(spec, "keys", f"{path}.keys") or []):
             where = f"{path}.keys[{index}]"
             if _SHA256.match(key):
-                hashes.append(key)
+                hashes.append(self.claim_key(key, owner, spec, "keys", where))
             elif key.startswith("env:"):
                 value = self.secret(spec, "keys", where, key)
                 if value:
-                    hashes.append(hash_key(value))
+                    hashes.append(self.claim_key(hash_key(value), owner, spec, "keys", where))
             else:
                 self.problem(spec, "keys", where, "tenant keys are stored hashed: write 'sha256:<hex>' "
                                                   "(printf %s KEY | sha256sum) or mint one with "
@@ -371,6 +395,19 @@ class _Builder(Reader):
         return PricingConfig(file=file, models=prices)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def claim_key(self, key_hash: str, owner: str, container: Any, key: str, where: str) -> str:
+        """`key_hash`, recorded as `owner`'s; a problem if someone else listed it first.
+
+        A key authenticates as exactly one identity: shared by two tenants it would silently
+        become the last one's, and an admin key that is also a tenant key mixes both roles.
+        """
+        first = self.key_owners.setdefault(key_hash, (owner, where))
+        if first[0] != owner:
+            self.problem(container, key, where, f"the same key is already {first[0]} ({first[1]}); a key must "
+                                                "belong to one tenant or be an admin key: give each its own")
+        return key_hash
+
 
     def headers(self, spec: dict, path: str) -> tuple[tuple[str, str], ...]:
         """A `headers:` mapping of names to values (each value may be `env:NAME`)."""

@@ -26,6 +26,21 @@ class KeyRecord:
         return self.key_hash.removeprefix("sha256:")[:12]
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def key_id_prefix(key_id: str) -> str | None:
+    """`key_id` as the lowercase hex prefix of a key hash that `revoke_key` matches, or None.
+
+    Both backends refuse the same ids before any query: an empty id is a prefix of every
+    key, and anything but hex digits (`%`, `_`, spaces, `sha256:`) cannot name a key.
+    """
+    prefix = key_id.lower()
+    if not prefix or not _HEX_DIGITS.issuperset(prefix):
+        return None
+    return prefix
+
+
 @dataclass(slots=True)
 class LedgerRow:
     """One request, as metered. Written in batches, never on the request path."""
@@ -165,7 +180,10 @@ class Store(Protocol):
     # keys
     async def add_key(self, record: KeyRecord) -> None: ...
 
-    async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
+    async def revoke_key(self, key_id: str) -> KeyRecord | None:
+        """Revoke the one active key whose id starts with `key_id` (hex, any case); None if
+        `key_id` is not hex (see `key_id_prefix`), or matches no active key or several."""
+        ...
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]: ...
 
@@ -189,7 +207,8 @@ class Store(Protocol):
 
     async def decide_approval(self, approval_id: str, status: str, by: str, reason: str | None,
                               now: float) -> ApprovalRecord | None:
-        """Pending -> `status`, atomically; None if it was not pending."""
+        """Pending -> `status`, atomically; None if it was not pending, or `now` is at or past its
+        `expires_at` (then only `expire_approvals` decides it, by its `on_timeout`)."""
         ...
 
     async def expire_approvals(self, now: float) -> list[ApprovalRecord]:

@@ -20,7 +20,15 @@ from typing import Any
 
 import orjson
 
-from gateway.store.base import ApprovalRecord, AuditEvent, KeyRecord, LedgerQuery, LedgerRow, ReviewRecord
+from gateway.store.base import (
+    ApprovalRecord,
+    AuditEvent,
+    KeyRecord,
+    LedgerQuery,
+    LedgerRow,
+    ReviewRecord,
+    key_id_prefix,
+)
 from gateway.store.schema import POSTGRES_MIGRATIONS
 
 try:
@@ -76,8 +84,10 @@ class PostgresStore:
                                record.key_hash, record.tenant, record.name, record.created_at)
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
+        prefix = key_id_prefix(key_id)
+        if prefix is None:
+            return None
         # One statement: the key is revoked only when exactly one active key has this id prefix.
-        # Key ids are hex digits, matched whatever their case (as SQLite's LIKE does).
         row = await self._db.fetchrow(
             """WITH matches AS (
                    SELECT key_hash FROM api_keys
@@ -88,7 +98,7 @@ class PostgresStore:
                WHERE key_hash IN (SELECT key_hash FROM matches) AND revoked_at IS NULL
                  AND (SELECT count(*) FROM matches) = 1
                RETURNING *""",
-            "sha256:" + key_id.lower(), time.time())
+            "sha256:" + prefix, time.time())
         return _key(row) if row is not None else None
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
@@ -139,7 +149,8 @@ class PostgresStore:
                               now: float) -> ApprovalRecord | None:
         row = await self._db.fetchrow(
             "UPDATE approvals SET status = $2, decided_by = $3, reason = $4, decided_at = $5 "
-            "WHERE id = $1 AND status = 'pending' RETURNING *", approval_id, status, by, reason, now)
+            "WHERE id = $1 AND status = 'pending' AND expires_at > $5 RETURNING *",
+            approval_id, status, by, reason, now)
         return _approval(row) if row is not None else None
 
     async def expire_approvals(self, now: float) -> list[ApprovalRecord]:

@@ -17,7 +17,15 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.store.base import ApprovalRecord, AuditEvent, KeyRecord, LedgerQuery, LedgerRow, ReviewRecord
+from gateway.store.base import (
+    ApprovalRecord,
+    AuditEvent,
+    KeyRecord,
+    LedgerQuery,
+    LedgerRow,
+    ReviewRecord,
+    key_id_prefix,
+)
 from gateway.store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -67,8 +75,8 @@ class SQLiteStore:
             (record.key_hash, record.tenant, record.name, record.created_at)))
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
-        prefix = key_id.lower()
-        if not prefix or any(char not in "0123456789abcdef" for char in prefix):
+        prefix = key_id_prefix(key_id)
+        if prefix is None:
             return None
 
         def revoke(db: sqlite3.Connection) -> KeyRecord | None:
@@ -153,7 +161,8 @@ class SQLiteStore:
         def decide(db: sqlite3.Connection) -> ApprovalRecord | None:
             changed = db.execute(
                 "UPDATE approvals SET status = ?, decided_by = ?, reason = ?, decided_at = ? "
-                "WHERE id = ? AND status = 'pending'", (status, by, reason, now, approval_id)).rowcount
+                "WHERE id = ? AND status = 'pending' AND expires_at > ?",
+                (status, by, reason, now, approval_id, now)).rowcount
             if not changed:
                 return None
             return _approval(db.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone())
