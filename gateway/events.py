@@ -36,7 +36,7 @@ def checked_payload(event: SSEEvent) -> dict[str, Any] | None:
         raise UpstreamError("the upstream sent a stream event that is not a JSON object", kind="malformed",
                             retryable=True)
     if ("error" in payload and payload.get("object") != "response") or payload.get("type") in RESPONSES_FAILURES:
-        raise UpstreamError(_error_message(payload), kind="http", retryable=True)
+        raise UpstreamError(_error_message(payload), kind="http", retryable=True, event=payload)
     choices = payload.get("choices")
     if choices is not None and not _chunk_shape_ok(choices):
         # The tool-call gate must be able to read every chunk: one it cannot read fails closed.

@@ -1,8 +1,9 @@
 """Abuse limits below the application: slow clients and failed-auth floods.
 
 `HeaderDeadline` wraps each connection's protocol: a client that has not finished
-sending its request head within `server.header_timeout_s` (a slowloris) gets a 408 and
-the connection closes. `AuthFailures` counts failed authentications per client address
+sending a request head within `server.header_timeout_s` of starting it (a slowloris) gets
+a 408 and the connection closes; on a kept-alive connection the clock starts again with
+the first byte of each new request. `AuthFailures` counts failed authentications per client address
 and answers 429 to an address that keeps guessing keys, before any key is looked up.
 """
 
@@ -41,6 +42,10 @@ class HeaderDeadline(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._timer is None and self._between_requests():
+            # A new request head begins on a kept-alive connection: it gets the same deadline.
+            self._tail = b""
+            self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._expire)
         if self._timer is not None:
             window = self._tail + data  # the end of the head may straddle two reads
             if HEAD_END in window:
@@ -49,6 +54,12 @@ class HeaderDeadline(asyncio.Protocol):
             else:
                 self._tail = window[-(len(HEAD_END) - 1):]
         self._inner.data_received(data)
+
+    def _between_requests(self) -> bool:
+        """aiohttp's handler is idle, waiting for the next request's head (its private
+        `_waiter`; without it, as in other aiohttp versions, only first heads are timed)."""
+        waiter = getattr(self._inner, "_waiter", None)
+        return waiter is not None and not waiter.done()
 
     def _expire(self) -> None:
         self._timer = None

@@ -8,6 +8,7 @@ and the row is marked `estimated`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,7 +27,7 @@ from gateway.usage import (
     usage_from_embeddings,
     usage_from_responses,
 )
-from providers.base import CHAT, EMBEDDINGS, RESPONSES
+from providers.base import CHAT, EMBEDDINGS, RESPONSES, UpstreamError
 from providers.sse import SSEEvent
 
 log = logging.getLogger("lockgate.metering")
@@ -60,6 +61,12 @@ class UsageWatch:
     def finish(self) -> list[SSEEvent]:
         return []
 
+    def failed(self, exc: UpstreamError) -> None:
+        """The stream ended in a failure event: its usage (a `response.failed` has it) counts."""
+        if exc.event is not None:
+            self.tracker.feed(exc.event)
+            self.exchange.usage = self.tracker.usage
+
 
 class Meter:
     def __init__(self, metrics: Metrics, prices: PriceTable, ledger: BatchWriter[LedgerRow]) -> None:
@@ -78,12 +85,24 @@ class Meter:
         except Exception:  # metering must never break a response
             log.exception("metering failed for %s", exchange.request_id)
 
+    @staticmethod
+    def needs_estimate(exchange: Exchange) -> bool:
+        """The upstream was reached (or left mid-attempt) and reported no usage."""
+        return (not exchange.finalized and exchange.usage is None
+                and (exchange.reached_upstream or exchange.outcome.abandoned_in_flight))
+
+    async def estimate_off_loop(self, exchange: Exchange) -> None:
+        """Estimate a request's usage in a thread: counting a large prompt with its tokenizer
+        takes milliseconds (a 100 KB prompt ~7 ms) that the event loop must not lose."""
+        if self.needs_estimate(exchange):
+            exchange.usage = await asyncio.to_thread(self.estimate, exchange)
+
     def finalize(self, exchange: Exchange) -> tuple[Usage | None, float | None]:
         """The request's usage (estimated if the upstream reported none) and its cost. Idempotent."""
         if not exchange.finalized:
-            exchange.finalized = True
-            if exchange.usage is None and exchange.reached_upstream:
+            if self.needs_estimate(exchange):
                 exchange.usage = self.estimate(exchange)
+            exchange.finalized = True
             if exchange.usage is not None and exchange.model_name:
                 exchange.cost_usd = self.prices.cost(exchange.model_name, exchange.usage)
         return exchange.usage, exchange.cost_usd

@@ -26,7 +26,7 @@ from gateway.enforcement import Enforcer
 from gateway.errors import GatewayError
 from gateway.events import is_content_event
 from gateway.exchange import REQUEST_ID, Exchange, new_request_id
-from gateway.relay import relay_stream
+from gateway.relay import CLIENT_CLOSED, relay_stream
 from gateway.router import Route, Target
 from gateway.runtime import Runtime
 from gateway.validation import ParsedRequest, agent_name, parse_request
@@ -66,7 +66,8 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         return error_response(exchange, exc)
     except asyncio.CancelledError:
         if not runtime.draining:
-            raise  # the client went away
+            exchange.status = CLIENT_CLOSED  # the client went away
+            raise
         return error_response(exchange, errors.service_unavailable(
             "The gateway is shutting down and this request ran past its drain timeout; retry it."))
     finally:

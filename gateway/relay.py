@@ -52,7 +52,8 @@ def mid_stream_error(exc: UpstreamError) -> GatewayError:
 async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchange, reply: UpstreamReply,
                        policy: PolicyStage | None) -> web.StreamResponse:
     assert reply.events is not None
-    stages = StageChain([UsageWatch(exchange), *([policy] if policy is not None else [])])
+    usage = UsageWatch(exchange)
+    stages = StageChain([usage, *([policy] if policy is not None else [])])
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers(),
                                                        **request.get(EXTRA_HEADERS, {})})
     events = reply.events
@@ -78,6 +79,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         if not complete:
             raise UpstreamError("the upstream ended the stream before it was complete", kind="reset")
     except UpstreamError as exc:
+        usage.failed(exc)
         target = exchange.outcome.target
         exc.message = scrub(exc.message, target.provider.secrets if target is not None else ())
         failure = mid_stream_error(exc)

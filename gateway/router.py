@@ -144,6 +144,9 @@ class Outcome:
     upstream_s: float = 0.0
     failovers: list[str] = field(default_factory=list)
     tries: list[Attempt] = field(default_factory=list)
+    abandoned_in_flight: bool = False
+    """The request was cancelled (the client left) while an attempt was at the upstream:
+    the prompt may be billed, so it is metered (estimated)."""
 
 
 CallFactory = Callable[[Target], UpstreamCall]
@@ -197,17 +200,25 @@ class Router:
         """Up to `retry.attempts` tries on one target; None when they are spent."""
         loop = asyncio.get_running_loop()
         for attempt in range(route.retry.attempts):
+            if attempt and target.at_capacity():
+                # Others took the target's slots while this request backed off: the next
+                # target serves it sooner than a wait here would.
+                return None
             outcome.attempts += 1
             outcome.target = target
             started = loop.time()
             record = Attempt(target.provider.name, target.model, time.time())
             outcome.tries.append(record)
             target.in_flight += 1
+            sent = False
             try:
                 async with target.slot(wait_s):
+                    sent = True
                     reply = await self._send(target, make_call(target), is_content)
             except UnsupportedRequest as exc:
                 # This target cannot express the request (a 400 if no other target can).
+                # Not a verdict on its health: a half-open circuit's probe goes to the next request.
+                target.breaker.release_probe()
                 record.ended, record.error = time.time(), "unsupported"
                 failures.append(UpstreamError(exc.message, kind="unsupported", error_code=exc.param))
                 return None
@@ -227,6 +238,7 @@ class Router:
                 continue
             except BaseException:
                 record.ended, record.error = time.time(), "cancelled"
+                outcome.abandoned_in_flight = sent
                 target.breaker.release_probe()
                 raise
             finally:
@@ -242,7 +254,11 @@ class Router:
     async def _send(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
         reply = await target.provider.send(call)
         if reply.events is None:
-            reply.json()  # a body that does not parse is a failed attempt, not the client's problem
+            # A body that does not parse, or is not a JSON object, is a failed attempt, not
+            # the client's problem.
+            if not isinstance(reply.json(), dict):
+                raise UpstreamError("the upstream answered JSON that is not an object", kind="malformed",
+                                    retryable=True)
             return reply
         try:
             return await _hold_until_content(reply, is_content)

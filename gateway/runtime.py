@@ -109,6 +109,7 @@ class Runtime:
         self.auth_failures = AuthFailures(config.server.auth_failures_per_minute)
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self._estimating: set[asyncio.Task[None]] = set()
         self._requests: set[asyncio.Task[Any]] = set()
         self._stopped = False
         self.observers: list[Callable[[Exchange], None]] = []
@@ -238,9 +239,29 @@ class Runtime:
             await asyncio.wait(list(self._requests), timeout=5)
 
     def finished(self, exchange: Exchange) -> None:
-        """A request is over: meter it, then tell the observers."""
+        """A request is over: meter it, then tell the observers (after estimating its usage
+        in a thread when the upstream reported none)."""
         if exchange.finished is None:
             exchange.finished = time.perf_counter()  # one end time for metrics, ledger, logs and traces
+        if self.meter.needs_estimate(exchange):
+            task = asyncio.ensure_future(self._finish_estimated(exchange))
+            self._estimating.add(task)
+            task.add_done_callback(self._estimating.discard)
+        else:
+            self._report(exchange)
+
+    async def _finish_estimated(self, exchange: Exchange) -> None:
+        try:
+            await self.meter.estimate_off_loop(exchange)
+        finally:
+            self._report(exchange)
+
+    async def metered(self) -> None:
+        """Wait until every finished request is in the ledger's buffer (estimates take a thread)."""
+        if self._estimating:
+            await asyncio.gather(*self._estimating, return_exceptions=True)
+
+    def _report(self, exchange: Exchange) -> None:
         self.meter.record(exchange)
         for observer in self.observers:
             try:
@@ -287,6 +308,7 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.metered()
         await self.approvals.stop()
         if self.approval_bus is not None:
             await self.approval_bus.close()

@@ -141,6 +141,10 @@ def _check_chat(body: dict[str, Any], limits: ServerConfig) -> None:
     _check_list(body, "functions", limits.max_tools, "max_tools")
     for field in ("max_tokens", "max_completion_tokens", "n"):
         _expect(body, field, (int,), "an integer")
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, str)
+                                 or (isinstance(stop, list) and all(isinstance(each, str) for each in stop))):
+        raise invalid_request("'stop' must be a string or an array of strings.", param="stop")
 
 
 def _check_responses(body: dict[str, Any], limits: ServerConfig) -> None:

@@ -75,6 +75,7 @@ class UpstreamError(Exception):
         retry_after: float | None = None,
         error_type: str | None = None,
         error_code: str | None = None,
+        event: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -85,6 +86,8 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
         self.error_type = error_type
         self.error_code = error_code
+        self.event = event
+        """The stream event that reported the failure: it may carry the usage so far."""
 
     @property
     def reason(self) -> str:

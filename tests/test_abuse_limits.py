@@ -62,6 +62,28 @@ def test_head_split_across_reads_is_not_cut(strict: Gateway) -> None:
     assert answer.startswith(b"HTTP/1.1 200")
 
 
+def test_slow_second_head_on_a_kept_alive_connection_is_cut_off(strict: Gateway) -> None:
+    sock = connect(strict)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    time.sleep(0.7)  # an idle kept-alive connection is not timed: the clock starts with a new head
+    sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # ...and the rest never comes
+    started = time.monotonic()
+    answer = read_all(sock)
+    sock.close()
+    assert time.monotonic() - started < 4
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+def test_kept_alive_connection_serves_many_prompt_requests(strict: Gateway) -> None:
+    sock = connect(strict)
+    for _ in range(3):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(0.6)  # idle longer than the header timeout between requests
+    sock.close()
+
+
 def test_slow_body_gets_408(strict: Gateway) -> None:
     sock = connect(strict)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TENANT_KEY.encode()

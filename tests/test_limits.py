@@ -122,6 +122,32 @@ def test_per_model_limit(gateway_factory: Callable[..., Gateway], openai_upstrea
     assert api.embeddings.create(model="embed-test", input="x").data  # other aliases are not limited
 
 
+def test_a_refused_request_does_not_use_up_the_tenant_rpm(gateway_factory: Callable[..., Gateway],
+                                                           openai_upstream: Server) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream, limits={"rpm": 5, "models": {"gpt-test": {"rpm": 1}}}))
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    for _ in range(5):  # refused by the model's limit, after the tenant's was counted
+        with pytest.raises(openai.RateLimitError) as raised:
+            api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+        assert "on 'gpt-test'" in raised.value.message
+    assert api.embeddings.create(model="embed-test", input="x").data  # 1 of the tenant's 5 used
+
+
+def test_budget_reservation_prices_the_dearest_target(gateway_factory: Callable[..., Gateway],
+                                                      openai_upstream: Server, upstream_state: State) -> None:
+    config = budget_config(openai_upstream, budget={"usd_per_day": 0.005})
+    # A free local model first, a priced one as its backup: failover can make the call cost
+    # the backup's price, so the reservation must count it.
+    config["models"]["gpt-test"]["targets"].insert(0, {"provider": "upstream", "model": "local-free"})
+    gateway = gateway_factory(config)
+    with pytest.raises(openai.RateLimitError) as raised:
+        OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0).chat.completions.create(
+            model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    assert raised.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert upstream_state.requests == []
+
+
 def two_gateways(gateway_factory: Callable[..., Gateway], upstream: Server, redis_url: str,
                  **tenant: Any) -> tuple[Gateway, Gateway]:
     def config() -> dict[str, Any]:

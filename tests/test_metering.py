@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
+from aiohttp import web
 from openai import OpenAI
 
 from tests.fakes import anthropic_server, gemini_server
@@ -191,3 +194,67 @@ def test_usage_cli_prints_the_same_figures(priced: Gateway, upstream_state: Stat
                            capture_output=True, text=True, timeout=60)
     assert "gpt-test-upstream" in table.stdout or "TOTAL" in table.stdout
     assert "0.0016" in table.stdout
+
+
+def _failing_responses_stream() -> web.Application:
+    """An upstream whose Responses stream starts, then ends with `response.failed` carrying usage."""
+    usage = {"input_tokens": 50_000, "output_tokens": 20_000, "total_tokens": 70_000,
+             "output_tokens_details": {"reasoning_tokens": 19_990}}
+    base = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-test-upstream", "output": []}
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": {**base, "status": "in_progress"}},
+        {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "delta": "Hel"},
+        {"type": "response.failed", "sequence_number": 2, "response": {
+            **base, "status": "failed", "usage": usage,
+            "error": {"code": "server_error", "message": "The model failed midway."}}},
+    ]
+
+    async def responses(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", responses)
+    return app
+
+
+def test_usage_of_a_failed_responses_stream_is_metered(gateway_factory: Callable[..., Gateway],
+                                                       bg: BackgroundLoop) -> None:
+    upstream = bg.run(start_app(_failing_responses_stream()))
+    try:
+        gateway = gateway_factory(base_config(upstream.url, pricing={"models": PRICES}))
+        with pytest.raises(openai.APIError):
+            for _ in OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0).responses.create(
+                    model="gpt-test", input="think hard", stream=True):
+                pass
+        totals = usage_of(gateway)["totals"]
+    finally:
+        bg.run(upstream.runner.cleanup())
+    assert totals["input_tokens"] == 50_000 and totals["output_tokens"] == 20_000
+    assert totals["cost_usd"] == pytest.approx((50_000 * 1.0 + 20_000 * 2.0) / 1e6)
+
+
+def _latest_row(gateway: Gateway) -> dict[str, Any] | None:
+    rows = httpx.get(f"{gateway.url}/admin/requests", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["data"]
+    return rows[0] if rows else None
+
+
+def test_a_client_that_leaves_before_the_answer_is_metered_as_499(priced: Gateway, upstream_state: State) -> None:
+    upstream_state.queue.append(Script(content="late", usage=OPENAI_USAGE, delay_s=3))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{priced.base_url}/chat/completions", timeout=0.5,
+                   json={"model": "gpt-test", "messages": [{"role": "user", "content": "count me " * 200}]},
+                   headers={"Authorization": f"Bearer {TENANT_KEY}"})
+    deadline = time.monotonic() + 5
+    while not (row := _latest_row(priced)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The prompt reached the upstream, which may bill it: an estimated row, not a free 200.
+    assert row is not None and row["status"] == 499
+    assert row["estimated"] and row["input_tokens"] > 400 and row["output_tokens"] == 0
+    assert row["cost_usd"] > 0

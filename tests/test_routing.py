@@ -165,3 +165,49 @@ def test_target_concurrency_cap_moves_to_the_next_target(gateway_factory: Callab
     time.sleep(0.2)
     assert ask(gateway).headers["x-lockgate-provider"] == "backup"
     first.join()
+
+
+def test_a_retry_finding_its_target_full_fails_over_instead_of_429(gateway_factory: Callable[..., Gateway],
+                                                                    pair: Pair) -> None:
+    config = fault_config(pair, **PATIENT, retry={"attempts": 2, "backoff_ms": 300})
+    config["models"]["gpt-test"]["targets"][0]["max_concurrent"] = 1
+    gateway = gateway_factory(config)
+    # The first request fails and backs off; the second takes the primary's only slot meanwhile.
+    pair.primary.queue += [Script(status=503), Script(content="slow", delay_s=1.0)]
+    answers: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: answers.append(ask(gateway)))
+    first.start()
+    time.sleep(0.1)
+    assert ask(gateway).headers["x-lockgate-provider"] == "upstream"
+    first.join()
+    assert answers[0].status_code == 200
+    assert answers[0].headers["x-lockgate-provider"] == "backup"
+
+
+@pytest.mark.parametrize("body", [[], "hello", 42])
+def test_a_json_answer_that_is_not_an_object_fails_over(gateway_factory: Callable[..., Gateway], pair: Pair,
+                                                        body: Any) -> None:
+    gateway = gateway_factory(fault_config(pair, retry={"attempts": 1}))
+    pair.primary.queue.append(Script(status=200, error_body=body))
+    response = ask(gateway)
+    assert response.status_code == 200 and response.headers["x-lockgate-provider"] == "backup"
+    assert response.json()["object"] == "chat.completion"
+
+
+def test_a_request_the_probed_target_cannot_express_leaves_the_probe_to_the_next(
+        gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    config = fault_config(pair, circuit={"failures": 2, "cooldown_s": 0.3})
+    # A Claude target nobody listens for: connection errors open its circuit.
+    config["providers"]["claude"] = {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "sk-ant-x"}
+    config["models"]["gpt-test"]["targets"][0] = {"provider": "claude", "model": "claude-sonnet-4-5"}
+    gateway = gateway_factory(config)
+    ask(gateway)
+    assert httpx.get(f"{gateway.url}/readyz").json()["circuits"]["claude/claude-sonnet-4-5"] == "open"
+    time.sleep(0.4)
+    # The half-open probe meets a request Claude cannot express (n > 1): the backup serves it ...
+    several = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30,
+                         json={"model": "gpt-test", "messages": MESSAGES, "n": 2},
+                         headers={"Authorization": f"Bearer {TENANT_KEY}"})
+    assert several.headers["x-lockgate-provider"] == "backup"
+    # ... and the next request still probes Claude (it is not skipped forever).
+    assert ask(gateway).headers["x-lockgate-attempts"] == "3"

@@ -86,13 +86,16 @@ class Admission:
         tokens = prompt + (cap or 0)
         cost = 0.0
         if budget_limits(tenant):
-            price = self.runtime.snapshot.prices.price(route.targets[0].model)
-            if price is not None:
-                cost = price.cost(Usage(input_tokens=prompt, output_tokens=cap or DEFAULT_OUTPUT_ESTIMATE))
+            # Any target may end up serving it (failover): reserve what the dearest would cost.
+            prices = self.runtime.snapshot.prices
+            estimate = Usage(input_tokens=prompt, output_tokens=cap or DEFAULT_OUTPUT_ESTIMATE)
+            cost = max((price.cost(estimate) for target in route.targets
+                        if (price := prices.price(target.model)) is not None), default=0.0)
         exchange.reserved_tokens = tokens
         return await self.quotas.take(tenant, route.alias, tokens, cost, time.time())
 
     async def _settle(self, exchange: Exchange, hold: Hold) -> None:
+        await self.runtime.meter.estimate_off_loop(exchange)
         usage, cost = self.runtime.meter.finalize(exchange)
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         await self.quotas.settle(hold, tokens, cost or 0.0, time.time())

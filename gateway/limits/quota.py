@@ -63,6 +63,8 @@ class Hold:
     """What one request took from the counters, to settle when it ends."""
 
     tenant: str
+    requests: list[tuple[str, float]] = field(default_factory=list)
+    """(key, limit) of the request-per-minute limits counted, given back if the request is refused."""
     rate_keys: list[tuple[str, float, float]] = field(default_factory=list)
     """(key, tokens reserved, limit) for token-per-minute limits."""
     budgets: list[tuple[Period, float, float]] = field(default_factory=list)
@@ -81,6 +83,10 @@ class Quotas:
             await self._rates(tenant, alias, tokens, hold)
             await self._budgets(tenant, cost, now, hold)
         except errors.GatewayError:
+            # A refused request takes nothing: not the tenant's rpm that a later limit (a
+            # model's, a budget) refused, or one looping agent would starve the others.
+            for key, limit in hold.requests:
+                await self.backend.adjust_rate(key, -1, limit, MINUTE)
             await self.settle(hold, 0, 0.0, now)
             raise
         return hold
@@ -96,6 +102,7 @@ class Quotas:
                 if wait:
                     raise errors.rate_limited(f"Rate limit of {limits.rpm} requests per minute reached for "
                                               f"{who}; retry in {wait:.1f}s.", retry_after=wait)
+                hold.requests.append((f"rpm:{scope}", limits.rpm))
             if limits.tpm:
                 cost = min(tokens, limits.tpm)  # a request larger than the limit still fits an empty window
                 wait = await self.backend.take_rate(f"tpm:{scope}", cost, limits.tpm, MINUTE)
