@@ -72,12 +72,17 @@ class BatchWriter(Generic[Row]):
         """The store keeps refusing a batch: write row by row, so one bad row blocks nothing else."""
         async with self._lock:
             batch, self._rows = self._rows[:self._batch_size], self._rows[self._batch_size:]
+            written: list[Row] = []
             for row in batch:
                 try:
                     await self._write([row])
                 except Exception:
                     self.dropped += 1
                     log.exception("%s: dropped a row the store refuses: %r", self.name, row)
+                else:
+                    written.append(row)
+            for listener in self.listeners if written else ():  # usage export: these rows count too
+                listener(written)
 
     async def _run(self) -> None:
         failures = 0

@@ -97,6 +97,8 @@ class Runtime:
         self.approvals = Approvals(self.store, self.metrics)
         self.approval_bus = RedisApprovalBus(config.storage.redis_url) if config.storage.redis_url else None
         self._providers: dict[str, tuple[ProviderConfig, Provider]] = {}
+        self._retired: set[Provider] = set()
+        """Providers a reload replaced, closed once no request can still be using them."""
         self._targets: dict[tuple[str, str], Target] = {}
         self._stored_keys: dict[str, str] = {}
         self._misses: dict[str, float] = {}
@@ -133,9 +135,27 @@ class Runtime:
         known = self._providers.get(spec.name)
         if known is not None and known[0] == spec:
             return known[1]
+        if known is not None:
+            self._retire(known[1])
         provider = build_provider(spec)
         self._providers[spec.name] = (spec, provider)
         return provider
+
+    def _retire(self, provider: Provider) -> None:
+        """A reload replaced this provider: close its connection pool once the requests
+        still using it are done (no attempt outlives the longest attempt timeout)."""
+        longest = max((target.timeouts.total_s for target in self.targets()), default=600.0)
+        self._retired.add(provider)
+
+        async def close_later() -> None:
+            await asyncio.sleep(longest + 5)
+            if provider in self._retired:
+                self._retired.discard(provider)
+                await provider.close()
+        # Not `background()`: a shutdown must not wait for this timer (`stop` closes them all).
+        task = asyncio.get_running_loop().create_task(close_later(), name="lockgate-retire")
+        self._tasks.append(task)
+        task.add_done_callback(lambda done: self._tasks.remove(done) if done in self._tasks else None)
 
     def _target(self, model: Any, spec: Any, provider: Provider) -> Target:
         key = (provider.name, spec.model)
@@ -312,12 +332,16 @@ class Runtime:
         await self.approvals.stop()
         if self.approval_bus is not None:
             await self.approval_bus.close()
-        await self.ledger.stop()
+        try:
+            await self.ledger.stop()
+        except Exception:  # the store is down: still drain exports, traces and the audit log
+            log.exception("the ledger's last flush failed; %d rows not stored", self.ledger.pending)
         await self._stop_telemetry()  # after the ledger's last flush, so its rows are exported too
         await self.audit.stop()
         await self.limit_backend.close()
-        for _, provider in self._providers.values():
+        for provider in [*self._retired, *(provider for _, provider in self._providers.values())]:
             await provider.close()
+        self._retired.clear()
         await self.store.close()
 
     async def refresh_keys(self) -> None:

@@ -71,6 +71,8 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
                 log.error("worker %s exited with %s; restarting it", process.pid, process.exitcode)
                 _mark_dead(process.pid)
                 time.sleep(RESTART_BACKOFF_S)
+                if stopping:
+                    break  # a signal came during the backoff: a new worker would never get it
                 processes[index] = context.Process(target=_worker, args=arguments, name=process.name)
                 processes[index].start()
     codes = []

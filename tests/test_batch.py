@@ -44,3 +44,21 @@ async def test_a_row_the_store_refuses_does_not_block_the_others(tmp_path: Path)
     assert sorted(r["request_id"] for r in rows) == ["good-1", "good-2"]
     assert writer.dropped == 1
     await store.close()
+
+
+async def test_rows_stored_one_by_one_still_reach_the_listeners(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "l.db")
+    await store.open()
+    writer: BatchWriter[LedgerRow] = BatchWriter(store.write_ledger, "ledger", interval_s=0.01)
+    offered: list[str] = []
+    writer.listeners.append(lambda rows: offered.extend(r.request_id for r in rows))  # e.g. usage export
+    writer.start()
+    for request_id in ("good-1", "good-2"):
+        writer.append(row(request_id))
+    writer.append(row("poison", agent={"not": "bindable"}))
+    deadline = time.monotonic() + 15
+    while writer.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await writer.stop()
+    assert sorted(offered) == ["good-1", "good-2"]
+    await store.close()

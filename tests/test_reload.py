@@ -9,10 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from openai import OpenAI
 
 from tests.fakes.openai_server import Script, State
-from tests.harness import ADMIN_KEY, TENANT_KEY, Gateway, Server
+from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server
 from tests.policy_setup import THIRD_TENANT_KEY, policy_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -91,3 +92,19 @@ def test_new_alias_after_reload(gateway: Gateway, upstream_state: State) -> None
         model="fresh", messages=[{"role": "user", "content": "x"}])
     assert completion.choices[0].message.content == "new alias"
     assert upstream_state.requests[-1]["model"] == "fresh-upstream"
+
+
+def test_a_replaced_provider_is_closed_once_nothing_can_use_it(gateway: Gateway, bg: BackgroundLoop) -> None:
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    old = gateway.runtime.snapshot.routes["gpt-test"].targets[0].provider
+    assert old._session is not None and not old._session.closed  # type: ignore[attr-defined]
+    config = yaml.safe_load(gateway.config_path.read_text())
+    config["providers"]["upstream"]["headers"] = {"X-Rotated": "1"}  # e.g. a rotated credential
+    gateway.config_path.write_text(yaml.safe_dump(config))
+    assert reload(gateway).json()["status"] == "ok"
+    assert gateway.runtime.snapshot.routes["gpt-test"].targets[0].provider is not old
+    api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])  # the new one
+    assert not old._session.closed  # type: ignore[attr-defined]  # requests may still be using it ...
+    bg.run(gateway.runtime.stop())
+    assert old._session is None or old._session.closed  # type: ignore[attr-defined]  # ... never past the end

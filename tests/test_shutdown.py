@@ -4,6 +4,10 @@ and exits 0; `--workers 2` shares one port and sums its metrics."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
+from gateway.exchange import Exchange, new_request_id
 from tests.fakes.openai_server import Script, State
-from tests.harness import TENANT_KEY, Server, base_config
+from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config
 
 
 def stream(url: str, results: list[list[str]]) -> None:
@@ -120,3 +126,39 @@ def test_two_workers_share_the_port_and_sum_metrics(process_factory: Any, openai
     writers = {path.name.split("_")[-1] for path in metrics_dir.glob("counter_*.db")}
     assert len(writers) >= 2  # both workers served requests
     assert gateway.stop() == 0
+
+
+def test_sigterm_during_a_worker_restart_still_stops_everything(process_factory: Any, openai_upstream: Server,
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    gateway = process_factory(base_config(openai_upstream.url), "--workers", "2")
+    children = subprocess.run(["pgrep", "-P", str(gateway.popen.pid)], capture_output=True, text=True).stdout.split()
+    # The workers, not multiprocessing's resource tracker.
+    workers = [int(pid) for pid in children if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)  # a worker dies: the supervisor waits a moment to restart it ...
+    time.sleep(0.5)
+    assert gateway.stop() == 0  # ... and a SIGTERM meanwhile ends the supervisor, with no new worker
+    time.sleep(1.5)
+    with pytest.raises(httpx.ConnectError):  # nobody is left listening
+        httpx.get(f"{gateway.url}/healthz", timeout=2)
+
+
+def test_a_failing_last_ledger_flush_still_closes_everything(gateway_factory: Any, openai_upstream: Server,
+                                                              bg: BackgroundLoop, tmp_path: Path) -> None:
+    gateway = gateway_factory(base_config(openai_upstream.url), name="doomed")
+    OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    provider = gateway.runtime.snapshot.routes["gpt-test"].targets[0].provider
+    gateway.runtime.ledger.append(gateway.runtime.meter.row(_finished(gateway), None, None, 0.0, 0.0))
+    bg.run(gateway.runtime.store.close())
+    shutil.rmtree(tmp_path / "doomed")  # the database is gone: the last flush fails
+    bg.run(gateway.runtime.stop())  # ... and the rest of the shutdown still runs
+    assert provider._session is None or provider._session.closed  # type: ignore[attr-defined]
+
+
+def _finished(gateway: Gateway) -> Exchange:
+    exchange = Exchange(request_id=new_request_id(), api="chat")
+    exchange.tenant = gateway.runtime.snapshot.config.tenants["acme"]
+    return exchange
