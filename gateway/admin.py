@@ -109,8 +109,7 @@ async def list_audit(request: web.Request, runtime: Runtime) -> web.Response:
 async def recent_requests(request: web.Request, runtime: Runtime) -> web.Response:
     """The latest ledger rows (newest first), with their policy decisions."""
     runtime.require_admin(request)
-    await runtime.metered()
-    await runtime.ledger.flush()
+    await runtime.ledger_settled()
     query = LedgerQuery(tenant=request.query.get("tenant") or None, since=_since(request, "1d"), until=time.time() + 1,
                         limit=_limit(request), newest_first=True)
     rows = await runtime.store.ledger_rows(query)

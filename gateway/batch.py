@@ -65,8 +65,7 @@ class BatchWriter(Generic[Row]):
                 except Exception:
                     self._rows[:0] = batch
                     raise
-                for listener in self.listeners:
-                    listener(batch)
+                self._stored(batch)
 
     async def _isolate(self) -> None:
         """The store keeps refusing a batch: write row by row, so one bad row blocks nothing else."""
@@ -81,8 +80,12 @@ class BatchWriter(Generic[Row]):
                     log.exception("%s: dropped a row the store refuses: %r", self.name, row)
                 else:
                     written.append(row)
-            for listener in self.listeners if written else ():  # usage export: these rows count too
-                listener(written)
+            self._stored(written)
+
+    def _stored(self, rows: list[Row]) -> None:
+        """Tell the listeners (usage export) which rows the store now holds, however written."""
+        for listener in self.listeners if rows else ():
+            listener(rows)
 
     async def _run(self) -> None:
         failures = 0

@@ -281,6 +281,11 @@ class Runtime:
         if self._estimating:
             await asyncio.gather(*self._estimating, return_exceptions=True)
 
+    async def ledger_settled(self) -> None:
+        """Every finished request is in the store: for readers of the ledger (usage, requests)."""
+        await self.metered()
+        await self.ledger.flush()
+
     def _report(self, exchange: Exchange) -> None:
         self.meter.record(exchange)
         for observer in self.observers:

@@ -25,8 +25,7 @@ async def build_report(runtime: Runtime, tenant: str | None, query: Mapping[str,
         by = check_group_key(query.get("by") or None)
     except ValueError as exc:
         raise errors.invalid_request(str(exc)) from None
-    await runtime.metered()
-    await runtime.ledger.flush()
+    await runtime.ledger_settled()
     rows = await runtime.store.ledger_rows(LedgerQuery(tenant=tenant, since=since, until=until))
     return usage_report(rows, tenant=tenant, since=since, until=until, by=by)
 
