@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from gateway.policy import (
     gate_chat_completion,
     gate_responses_response,
 )
-from gateway.store import AuditEvent, ReviewRecord
+from gateway.store import ApprovalRecord, AuditEvent, ReviewRecord
 from providers.base import CHAT, EMBEDDINGS
 from providers.sse import SSEEvent
 
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lockgate.policy")
 APPROVAL_HEADER = "X-Lockgate-Approval"
 REVIEW_LIMIT = 64 * 1024
+KeepAlive = Callable[[Awaitable[ApprovalRecord]], Awaitable[ApprovalRecord]]
+"""Waits for a held approval while keeping the client's connection alive."""
 
 
 class Enforcer:
@@ -69,8 +71,12 @@ class Enforcer:
 
     # -- request stage ---------------------------------------------------------------
 
-    async def check_request(self) -> dict[str, Any] | None:
-        """Apply the request stage: a changed body to send instead, or None; raises to refuse."""
+    async def check_request(self, keep_alive: KeepAlive | None = None) -> dict[str, Any] | None:
+        """Apply the request stage: a changed body to send instead, or None; raises to refuse.
+
+        `keep_alive` wraps the wait of a held approval (streams keep their client's connection
+        alive meanwhile).
+        """
         if self.exchange.api == EMBEDDINGS or not self.policies.has_request_rules:
             return None
         verdict = self.policies.evaluate_request(self.facts)
@@ -81,7 +87,8 @@ class Enforcer:
             raise errors.policy_violation(verdict.error_code or "blocked_by_policy", _refusal(deciding))
         if verdict.outcome == "require_approval":
             assert deciding is not None
-            approved, reason = await self.approve(deciding, request_digest(self._original))
+            approved, reason = await self.approve(deciding, request_digest(self._original),
+                                                  keep_alive=keep_alive)
             if not approved:
                 raise errors.policy_violation("approval_denied", _denial(deciding, reason))
         return verdict.body
@@ -89,7 +96,8 @@ class Enforcer:
     # -- approvals -------------------------------------------------------------------
 
     async def approve(self, decision: Decision, digest: str, tool_name: str | None = None,
-                      arguments: str | None = None) -> tuple[bool, str | None]:
+                      arguments: str | None = None, keep_alive: KeepAlive | None = None
+                      ) -> tuple[bool, str | None]:
         """Wait for a human (hold), or check the retry's approval (defer). Raises `approval_required`."""
         spec = decision.approval
         assert spec is not None
@@ -105,7 +113,12 @@ class Enforcer:
         self._audit("approval", decision, {"approval_id": record.id, "status": "pending", "mode": spec.mode})
         if spec.mode == "defer":
             raise errors.approval_required(record.id, decision.rule)
-        final = await approvals.wait(record)
+        waiting = approvals.wait(record)
+        began = time.perf_counter()
+        try:
+            final = await (keep_alive(waiting) if keep_alive is not None else waiting)
+        finally:
+            self.exchange.approval_wait_s += time.perf_counter() - began
         self._audit("approval", decision, {"approval_id": record.id, "status": final.status,
                                            "decided_by": final.decided_by})
         reason = final.reason or ("timed out" if final.status == EXPIRED else None)

@@ -58,6 +58,8 @@ class Exchange:
     ttft_s: float | None = None
     upstream_wait_s: float = 0.0
     """Time spent waiting on the upstream after the reply started (stream reads)."""
+    approval_wait_s: float = 0.0
+    """Time spent waiting for humans to decide held approvals (not the gateway's overhead)."""
     decisions: list[str] = field(default_factory=list)
     reached_upstream: bool = False
     finished: float | None = None
@@ -78,6 +80,8 @@ class Exchange:
     """The JSON answer as sent (kept for review records)."""
     known_alias: str | None = None
     """The alias once it resolved to a configured route (safe as a metric label)."""
+    started_stream: web.StreamResponse | None = None
+    """The client's SSE response, when a long request-stage hold started it before the answer."""
 
     @property
     def alias_label(self) -> str:
@@ -116,8 +120,8 @@ class Exchange:
         return (self.finished or time.perf_counter()) - self.started
 
     def overhead(self) -> float:
-        """Time in the gateway itself: everything but waiting on the upstream."""
-        return max(0.0, self.elapsed() - self.outcome.upstream_s - self.upstream_wait_s)
+        """Time in the gateway itself: everything but waiting on the upstream or on approvers."""
+        return max(0.0, self.elapsed() - self.outcome.upstream_s - self.upstream_wait_s - self.approval_wait_s)
 
     def headers(self) -> dict[str, str]:
         headers = {"X-Request-Id": self.request_id}

@@ -10,7 +10,8 @@
                    through the tool-call gate (text is never held)      (relay.py, enforcement.py)
     meter          usage -> cost -> ledger + metrics, for every request (metering.py)
 
-Each stage raises `GatewayError` to stop the request; the client gets the envelope.
+Each stage raises `GatewayError` to stop the request; the client gets the envelope (or,
+when a long request-stage hold already started the client's stream, a final error event).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gateway.enforcement import Enforcer
 from gateway.errors import GatewayError
 from gateway.events import is_content_event
 from gateway.exchange import REQUEST_ID, Exchange, new_request_id
-from gateway.relay import CLIENT_CLOSED, relay_stream
+from gateway.relay import CLIENT_CLOSED, end_started_stream, held_open, relay_stream
 from gateway.router import Route, Target
 from gateway.runtime import Runtime
 from gateway.validation import ParsedRequest, agent_name, parse_request
@@ -49,7 +50,8 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         route = resolve_route(runtime, exchange)
         exchange.known_alias = route.alias
         enforcer = Enforcer(runtime, exchange, request.headers)
-        changed = await enforcer.check_request()
+        changed = await enforcer.check_request(
+            (lambda waiting: held_open(request, exchange, waiting)) if exchange.stream else None)
         if changed is not None:
             parsed.body, parsed.raw = changed, b""
         async with runtime.admission.admit(exchange, route):
@@ -63,13 +65,18 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
                 return await relay_stream(runtime, request, exchange, reply, enforcer.stream_stage())
             return await respond_json(runtime, exchange, reply, enforcer)
     except GatewayError as exc:
-        return error_response(exchange, exc)
+        return await refuse(exchange, exc)
     except asyncio.CancelledError:
         if not runtime.draining:
             exchange.status = CLIENT_CLOSED  # the client went away
             raise
-        return error_response(exchange, errors.service_unavailable(
+        return await refuse(exchange, errors.service_unavailable(
             "The gateway is shutting down and this request ran past its drain timeout; retry it."))
+    except Exception:
+        if exchange.started_stream is None:
+            raise  # the middleware answers with the envelope
+        log.exception("request %s failed after its stream started", exchange.request_id)
+        return await refuse(exchange, errors.internal_error(exchange.request_id))
     finally:
         if enforcer is not None:
             enforcer.close(exchange.answer)
@@ -146,6 +153,12 @@ async def respond_json(runtime: Runtime, exchange: Exchange, reply: UpstreamRepl
         reply.set_json(changed)
     exchange.answer = changed if changed is not None else payload
     return web.Response(body=reply.body_bytes(), content_type="application/json", headers=exchange.headers())
+
+
+async def refuse(exchange: Exchange, exc: GatewayError) -> web.StreamResponse:
+    if exchange.started_stream is not None:
+        return await end_started_stream(exchange, exc)
+    return error_response(exchange, exc)
 
 
 def error_response(exchange: Exchange, exc: GatewayError) -> web.Response:

@@ -3,8 +3,10 @@
 An event that nothing changed goes out as the exact bytes the upstream sent. Between
 the upstream and the client sit the stream stages: the usage watch (metering) and the
 policy gate (tool calls, redaction). A tool call held for approval keeps the stream
-alive with SSE comments. An upstream failure after the stream started ends it with one
-final `data: {"error": ...}` event, never a silent cut.
+alive with SSE comments, and so does a streamed request held at the request stage once
+its first keep-alive is due (the stream then starts before the answer; whatever refuses
+the request after that is its final event). An upstream failure after the stream started
+ends it with one final `data: {"error": ...}` event, never a silent cut.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -49,18 +51,53 @@ def mid_stream_error(exc: UpstreamError) -> GatewayError:
     return errors.upstream_error(f"The upstream stream failed: {exc.message}")
 
 
+def stream_response(request: web.Request, exchange: Exchange) -> web.StreamResponse:
+    """The SSE response to the client: the one a long hold already started, or a new one."""
+    if exchange.started_stream is not None:
+        return exchange.started_stream
+    return web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers(),
+                                                   **request.get(EXTRA_HEADERS, {})})
+
+
+async def held_open(request: web.Request, exchange: Exchange, work: Awaitable[T]) -> T:
+    """Wait for `work` (a request-stage hold) with the client's stream kept alive.
+
+    A hold decided before the first keep-alive is due leaves the response unstarted, so a
+    refusal is still an ordinary HTTP error. A longer one starts the stream, so that no
+    proxy between here and the client cuts an idle connection, and sends SSE comments.
+    """
+    async def ping() -> None:
+        if exchange.started_stream is None:
+            response = stream_response(request, exchange)
+            await response.prepare(request)
+            exchange.started_stream = response
+        await exchange.started_stream.write(COMMENT)
+    return await _keeping_alive(work, ping)
+
+
+async def end_started_stream(exchange: Exchange, failure: GatewayError) -> web.StreamResponse:
+    """Refuse a request whose stream a hold already started: one final error event."""
+    response = exchange.started_stream
+    assert response is not None
+    exchange.status, exchange.error_type = failure.status, failure.metric
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write(error_event(failure))
+        await response.write_eof()
+    return response
+
+
 async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchange, reply: UpstreamReply,
                        policy: PolicyStage | None) -> web.StreamResponse:
     assert reply.events is not None
     usage = UsageWatch(exchange)
     stages = StageChain([usage, *([policy] if policy is not None else [])])
-    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers(),
-                                                       **request.get(EXTRA_HEADERS, {})})
+    response = stream_response(request, exchange)
     events = reply.events
     clock = time.perf_counter
     complete = False
     try:
-        await response.prepare(request)
+        if not response.prepared:
+            await response.prepare(request)
         while True:
             waited = clock()
             try:
@@ -120,19 +157,20 @@ async def _write(response: web.StreamResponse, items: list[Any]) -> None:
     for item in items:
         if isinstance(item, PendingHold):
             # A tool call waits for a human: keep the stream alive until it is decided.
-            await _write(response, await _keeping_alive(response, item.resolve()))
+            await _write(response, await _keeping_alive(item.resolve(), lambda: response.write(COMMENT)))
         else:
             await response.write(item.encode())
 
 
-async def _keeping_alive(response: web.StreamResponse, work: Awaitable[T]) -> T:
+async def _keeping_alive(work: Awaitable[T], ping: Callable[[], Awaitable[None]]) -> T:
+    """`work`'s result, with `ping` called each time KEEPALIVE_S passes without one."""
     task = asyncio.ensure_future(work)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
             if done:
                 return task.result()
-            await response.write(COMMENT)
+            await ping()
     finally:
         if not task.done():
             task.cancel()

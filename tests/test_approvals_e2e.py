@@ -4,6 +4,7 @@ deferred approvals redeemed on retry, restarts, and the CLI."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -122,11 +123,15 @@ def test_request_hold_times_out_and_is_denied(gateway: Gateway, upstream_state: 
 def test_request_hold_approved(gateway: Gateway, upstream_state: State) -> None:
     upstream_state.queue.append(Script(content="ok"))
     api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
-    thread, box = in_thread(lambda: api.chat.completions.create(
+    thread, box = in_thread(lambda: api.chat.completions.with_raw_response.create(
         model="gpt-test", messages=[{"role": "user", "content": "reset my password"}]))
-    decide(gateway, pending(gateway)["id"], "approve")
+    approval = pending(gateway)
+    time.sleep(1.0)
+    decide(gateway, approval["id"], "approve")
     thread.join(30)
-    assert box["result"].choices[0].message.content == "ok"
+    assert box["result"].parse().choices[0].message.content == "ok"
+    # The human's second is not the gateway's overhead.
+    assert float(box["result"].headers["X-Lockgate-Overhead-Ms"]) < 500
 
 
 def test_held_stream_is_kept_alive(gateway: Gateway, upstream_state: State, monkeypatch: pytest.MonkeyPatch
@@ -221,3 +226,69 @@ def test_cli_lists_and_approves_a_held_request(gateway: Gateway, upstream_state:
     thread.join(30)
     assert box["result"].choices[0].message.content == "approved from the cli"
     assert lockgate("approvals", "deny", approval_id).returncode == 1  # no longer pending
+
+
+def stream_lines(gateway: Gateway, content: str) -> list[str]:
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                      json={"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": content}]}
+                      ) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        return list(response.iter_lines())
+
+
+def test_streamed_request_held_long_is_kept_alive_until_approved(
+        gateway: Gateway, upstream_state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.2)
+    upstream_state.queue.append(Script(content="approved answer"))
+    thread, box = in_thread(lambda: stream_lines(gateway, "reset my password"))
+    approval = pending(gateway)
+    time.sleep(0.7)  # the stream has started: comments keep it alive
+    decide(gateway, approval["id"], "approve")
+    thread.join(30)
+    lines = box["result"]
+    assert sum(line.startswith(":") for line in lines[:3]) >= 2
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"]
+                   ) == "approved answer"
+    assert [line for line in lines if line][-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize("decided_after_s", [0.0, 0.7])
+def test_streamed_request_hold_denied(gateway: Gateway, upstream_state: State, monkeypatch: pytest.MonkeyPatch,
+                                      decided_after_s: float) -> None:
+    """Denied before a keep-alive was due: an HTTP 403. Denied later: the started stream's final event."""
+    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.2 if decided_after_s else 30)
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+
+    def consume() -> list[Any]:
+        return list(api.chat.completions.create(model="gpt-test", stream=True,
+                                                messages=[{"role": "user", "content": "my password, please"}]))
+    thread, box = in_thread(consume)
+    approval = pending(gateway)
+    time.sleep(decided_after_s)
+    decide(gateway, approval["id"], "deny", "not today")
+    thread.join(30)
+    error = box["error"]
+    if decided_after_s:
+        assert type(error) is openai.APIError
+        assert error.body["code"] == "approval_denied"  # type: ignore[attr-defined]
+    else:
+        assert isinstance(error, openai.PermissionDeniedError) and error.body["code"] == "approval_denied"
+    assert "not today" in str(error)
+    assert upstream_state.requests == []
+
+
+def test_refusal_after_a_held_stream_started_is_its_final_event(
+        gateway: Gateway, upstream_state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.2)
+    upstream_state.queue.append(Script(status=400, error_body={"error": {
+        "message": "This model's maximum context length is 8 tokens.", "type": "invalid_request_error"}}))
+    thread, box = in_thread(lambda: stream_lines(gateway, "password rotation"))
+    approval = pending(gateway)
+    time.sleep(0.5)
+    decide(gateway, approval["id"], "approve")
+    thread.join(30)
+    lines = [line for line in box["result"] if line]
+    assert lines[0].startswith(":") and lines[-1].startswith('data: {"error"')
+    assert "maximum context length" in lines[-1]
