@@ -28,7 +28,7 @@ from gateway.exchange import EXTRA_HEADERS, Exchange
 from gateway.metering import UsageWatch
 from gateway.stages import StageChain
 from providers.base import UpstreamError, UpstreamReply, scrub
-from providers.sse import COMMENT
+from providers.sse import COMMENT, SSEEvent
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -51,12 +51,18 @@ def mid_stream_error(exc: UpstreamError) -> GatewayError:
     return errors.upstream_error(f"The upstream stream failed: {exc.message}")
 
 
+class EventStreamResponse(web.StreamResponse):
+    """An SSE response whose head goes out with its first bytes: one write, not two."""
+
+    _send_headers_immediately = False
+
+
 def stream_response(request: web.Request, exchange: Exchange) -> web.StreamResponse:
     """The SSE response to the client: the one a long hold already started, or a new one."""
     if exchange.started_stream is not None:
         return exchange.started_stream
-    return web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers(),
-                                                   **request.get(EXTRA_HEADERS, {})})
+    return EventStreamResponse(status=200, headers={**SSE_HEADERS, **exchange.headers(),
+                                                    **request.get(EXTRA_HEADERS, {})})
 
 
 async def held_open(request: web.Request, exchange: Exchange, work: Awaitable[T]) -> T:
@@ -95,9 +101,28 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     events = reply.events
     clock = time.perf_counter
     complete = False
+
+    async def relay(event: SSEEvent, gathered: list[bytes] | None = None) -> None:
+        nonlocal complete
+        if is_terminal(exchange.api, event, checked_payload(event)):
+            # Stages flush what they hold before the event that ends the stream.
+            complete = True
+            await _write(response, stages.finish(), gathered)
+        await _write(response, stages.feed(event), gathered)
+
     try:
         if not response.prepared:
             await response.prepare(request)
+        if reply.opening:
+            exchange.ttft_s = clock() - exchange.started
+        # The events read before the stream started go out together, with the head.
+        gathered: list[bytes] = []
+        try:
+            for event in reply.opening:
+                await relay(event, gathered)
+        finally:
+            if gathered:
+                await response.write(b"".join(gathered))
         while True:
             waited = clock()
             try:
@@ -108,11 +133,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
             exchange.upstream_wait_s += now - waited
             if exchange.ttft_s is None:
                 exchange.ttft_s = now - exchange.started
-            if is_terminal(exchange.api, event, checked_payload(event)):
-                # Stages flush what they hold before the event that ends the stream.
-                complete = True
-                await _write(response, stages.finish())
-            await _write(response, stages.feed(event))
+            await relay(event)
         if not complete:
             raise UpstreamError("the upstream ended the stream before it was complete", kind="reset")
     except UpstreamError as exc:
@@ -153,11 +174,17 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     return response
 
 
-async def _write(response: web.StreamResponse, items: list[Any]) -> None:
+async def _write(response: web.StreamResponse, items: list[Any], gathered: list[bytes] | None = None) -> None:
+    """Send events to the client, or add them to `gathered` for one later write."""
     for item in items:
         if isinstance(item, PendingHold):
+            if gathered:  # the client gets what came before the held call first
+                await response.write(b"".join(gathered))
+                gathered.clear()
             # A tool call waits for a human: keep the stream alive until it is decided.
-            await _write(response, await _keeping_alive(item.resolve(), lambda: response.write(COMMENT)))
+            await _write(response, await _keeping_alive(item.resolve(), lambda: response.write(COMMENT)), gathered)
+        elif gathered is not None:
+            gathered.append(item.encode())
         else:
             await response.write(item.encode())
 

@@ -291,7 +291,7 @@ class Router:
 
 
 async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> UpstreamReply:
-    """Read events until the first content one; give back a reply that replays them."""
+    """Read events until the first content one; give back a reply that opens with them."""
     assert reply.events is not None
     events = reply.events
     held: list[SSEEvent] = []
@@ -301,15 +301,8 @@ async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> 
             break
     else:
         raise UpstreamError("the upstream stream ended before any content", kind="reset", retryable=True)
-    return UpstreamReply(status=reply.status, headers=reply.headers, events=_replay(held, events),
+    return UpstreamReply(status=reply.status, headers=reply.headers, events=events, opening=tuple(held),
                          closer=reply.close)
-
-
-async def _replay(held: list[SSEEvent], rest: AsyncIterator[SSEEvent]) -> AsyncIterator[SSEEvent]:
-    for event in held:
-        yield event
-    async for event in rest:
-        yield event
 
 
 def client_fault(exc: UpstreamError, target: Target) -> GatewayError:

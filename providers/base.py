@@ -101,7 +101,7 @@ class UpstreamError(Exception):
 class UpstreamReply:
     """A successful (2xx) answer: a JSON body, or a stream of OpenAI-shaped SSE events."""
 
-    __slots__ = ("_closer", "_json", "body", "events", "headers", "status")
+    __slots__ = ("_closer", "_json", "body", "events", "headers", "opening", "status")
 
     def __init__(
         self,
@@ -111,6 +111,7 @@ class UpstreamReply:
         body: bytes | None = None,
         parsed: Any = _UNSET,
         events: AsyncIterator[SSEEvent] | None = None,
+        opening: tuple[SSEEvent, ...] = (),
         closer: Any = None,
     ) -> None:
         self.status = status
@@ -118,6 +119,9 @@ class UpstreamReply:
         self.body = body
         self._json = parsed
         self.events = events
+        self.opening = opening
+        """Stream events already read (the router holds them until the first content), to
+        send before `events`."""
         self._closer = closer
 
     @property

@@ -98,6 +98,13 @@ async def read_body(response: aiohttp.ClientResponse, call: UpstreamCall) -> byt
 
 
 async def _read_capped(response: aiohttp.ClientResponse, call: UpstreamCall, cap: int) -> bytes:
+    content = response.content
+    if content.is_eof() and not content.exception():
+        # The whole body came with the head (most JSON answers): nothing to wait for.
+        body = content.read_nowait()
+        if len(body) > cap:
+            raise _too_large(response, cap)
+        return body
     parts: list[bytes] = []
     size = 0
     try:
@@ -105,9 +112,7 @@ async def _read_capped(response: aiohttp.ClientResponse, call: UpstreamCall, cap
             async for chunk in response.content.iter_any():
                 size += len(chunk)
                 if size > cap:
-                    response.close()
-                    raise UpstreamError(f"the upstream response is larger than {cap} bytes",
-                                        kind="malformed")
+                    raise _too_large(response, cap)
                 parts.append(chunk)
     except TimeoutError:
         response.close()
@@ -118,6 +123,11 @@ async def _read_capped(response: aiohttp.ClientResponse, call: UpstreamCall, cap
         raise UpstreamError(f"the upstream connection broke: {type(exc).__name__}", kind="reset",
                             retryable=True) from None
     return b"".join(parts)
+
+
+def _too_large(response: aiohttp.ClientResponse, cap: int) -> UpstreamError:
+    response.close()
+    return UpstreamError(f"the upstream response is larger than {cap} bytes", kind="malformed")
 
 
 class _Stalled(Exception):
