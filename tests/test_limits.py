@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -87,6 +88,21 @@ def test_budget_survives_a_restart(gateway_factory: Callable[..., Gateway], open
         OpenAI(base_url=second.base_url, api_key=TENANT_KEY, max_retries=0).chat.completions.create(
             model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
     assert raised.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert "monthly budget" in raised.value.message
+
+
+def test_budget_refused_by_day_and_month_waits_for_the_later_reset(
+        gateway_factory: Callable[..., Gateway], openai_upstream: Server, upstream_state: State) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream, budget={"usd_per_day": 0.015, "usd_per_month": 0.015}))
+    queue_calls(upstream_state, 1, delay_s=0)
+    api = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
+    api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError) as raised:  # both budgets refuse the second call
+        api.chat.completions.create(model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
+    now = datetime.now(UTC)
+    next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    assert int(raised.value.response.headers["retry-after"]) == pytest.approx((next_month - now).total_seconds(),
+                                                                              abs=3)
     assert "monthly budget" in raised.value.message
 
 

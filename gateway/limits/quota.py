@@ -112,16 +112,22 @@ class Quotas:
                 hold.rate_keys.append((f"tpm:{scope}", cost, limits.tpm))
 
     async def _budgets(self, tenant: TenantConfig, cost: float, now: float, hold: Hold) -> None:
+        refusals = []
         for name, budget in budget_limits(tenant).items():
             period = periods(now)[name]
             refused = await self.backend.reserve_budget(period.key(tenant.name), cost, budget, period.ttl_s(now))
-            if refused is not None:
-                resets = datetime.fromtimestamp(period.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                raise errors.budget_exceeded(
-                    f"Tenant '{tenant.name}' has used ${refused.spent:.4f} of its ${budget:g} {ADJECTIVE[name]} budget "
-                    f"(${refused.reserved:.4f} more is reserved by requests in flight; this one needs about "
-                    f"${cost:.4f}). The budget resets at {resets}.", retry_after=period.resets_at - now)
-            hold.budgets.append((period, cost, budget))
+            if refused is None:
+                hold.budgets.append((period, cost, budget))
+            else:
+                refusals.append((period, name, budget, refused))
+        if refusals:
+            # The request passes again only once every budget that refused it has reset.
+            period, name, budget, refused = max(refusals, key=lambda refusal: refusal[0].resets_at)
+            resets = datetime.fromtimestamp(period.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise errors.budget_exceeded(
+                f"Tenant '{tenant.name}' has used ${refused.spent:.4f} of its ${budget:g} {ADJECTIVE[name]} budget "
+                f"(${refused.reserved:.4f} more is reserved by requests in flight; this one needs about "
+                f"${cost:.4f}). The budget resets at {resets}.", retry_after=period.resets_at - now)
 
     async def settle(self, hold: Hold, tokens: int, cost: float, now: float) -> None:
         for key, reserved, limit in hold.rate_keys:
