@@ -131,6 +131,17 @@ DECLARATIONS = [
     ("deny", {**RESPONSES, "tools": [{"type": "code_interpreter"}]}, "code_interpreter"),
     ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "GitHub"}]}, "mcp:GitHub"),
     ("deny", {**RESPONSES, "tool_choice": {"type": "mcp", "server_label": "github", "name": "x"}}, "mcp:github"),
+    # An MCP server's tools run at the provider: a deny-list judges what it may call, up front.
+    ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "docs", "allowed_tools": ["read_file"]}]}, None),
+    ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "docs",
+                                      "allowed_tools": ["read_file", "delete_file"]}]}, "mcp:docs"),
+    ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "docs",
+                                      "allowed_tools": {"tool_names": ["DELETE_FILE"]}}]}, "mcp:docs"),
+    ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "docs"}]}, "mcp:docs"),
+    ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "docs",
+                                      "allowed_tools": {"read_only": True}}]}, "mcp:docs"),
+    ("deny", {**RESPONSES, "tools": [{"type": "mcp", "server_label": "docs", "allowed_tools": "read_file"}]},
+     "<unreadable>"),
     ("deny", {**RESPONSES, "tools": [{"type": "namespace", "name": "fs", "description": "",
                                       "tools": [{"type": "function", "name": "delete_file"}]}]}, "fs.delete_file"),
 ]
@@ -147,6 +158,8 @@ def test_every_way_to_name_a_tool_is_checked(tmp_path: Path, kind: str, body: di
     assert verdict.error_code == "tool_not_allowed"
     assert verdict.deciding is not None and verdict.deciding.tool_name == denied
     assert denied in (verdict.deciding.message or "")
+    if body.get("tools") == [{"type": "mcp", "server_label": "docs"}]:
+        assert "allowed_tools" in (verdict.deciding.message or "")  # says how to fix it
 
 
 STRIP = """

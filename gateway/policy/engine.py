@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -138,7 +139,12 @@ class TenantPolicies:
             return []
         strip = rule.action == "deny" and rule.violation_mode("request") == "strip"
         for entry in violations if strip else violations[:1]:
-            run.record(rule.decision("request", tool_name=entry.tool.name or UNREADABLE_NAME), decides=not strip)
+            decision = rule.decision("request", tool_name=entry.tool.name or UNREADABLE_NAME)
+            if entry.tool.open_ended and not rule.message:
+                decision = replace(decision, message=(
+                    f"{decision.message} The MCP server may call any of its tools and this rule denies some: "
+                    "list the tools it may call in its 'allowed_tools'."))
+            run.record(decision, decides=not strip)
         return violations if strip and not rule.shadow else []
 
     def _guard_input(self, rule: Rule, body: dict, facts: RequestFacts, run: _Evaluation) -> dict:

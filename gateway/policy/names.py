@@ -72,11 +72,14 @@ class ToolRef:
     version, a namespace for its functions). `related` names only feed deny-lists (the
     bare function name inside a namespace, the tool called on an MCP server), so that
     denying `delete_repo` also denies it when it arrives through an MCP server.
+    `open_ended` marks a tool that may call tools it does not name (an MCP server
+    without `allowed_tools`): no deny-list can clear it, so every deny-list refuses it.
     """
 
     name: str
     groups: tuple[str, ...] = ()
     related: tuple[str, ...] = ()
+    open_ended: bool = False
 
     @property
     def readable(self) -> bool:
@@ -101,5 +104,7 @@ class ToolList:
             return True
         if self.mode == "allow":
             return tool.name not in self.names and not any(g in self.names for g in tool.groups)
+        if tool.open_ended:
+            return True
         candidates = (tool.name, *tool.groups, *tool.related)
         return any(skeleton(candidate) in self.skeletons for candidate in candidates)

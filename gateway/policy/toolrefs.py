@@ -84,6 +84,23 @@ def _mcp(server_label: Any, tool_name: Any = None) -> ToolRef:
     return ToolRef(f"mcp:{label}", ("mcp",), related)
 
 
+def _mcp_server(entry: dict) -> ToolRef:
+    """A declared MCP server, with the tools it may call (`allowed_tools`) for deny-lists.
+
+    The provider runs the server's tools itself, before the gateway sees the calls, so a
+    deny-list must judge them here: a server that may call any of its tools is open-ended.
+    """
+    server = _mcp(entry.get("server_label"))
+    allowed = entry.get("allowed_tools")
+    if isinstance(allowed, dict):
+        allowed = allowed.get("tool_names")  # the filter form; `read_only` alone names no tool
+    if allowed is None:
+        return ToolRef(server.name, server.groups, open_ended=server.readable)
+    if not isinstance(allowed, list) or not all(isinstance(name, str) and name for name in allowed):
+        return UNREADABLE
+    return ToolRef(server.name, server.groups, tuple(allowed)) if server.readable else UNREADABLE
+
+
 def _chat_tool(entry: Any) -> ToolRef:
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         return UNREADABLE
@@ -101,7 +118,7 @@ def _responses_tool(entry: Any) -> list[ToolRef]:
     if kind in ("function", "custom"):
         return [_named(entry.get("name"))]
     if kind == "mcp":
-        return [_mcp(entry.get("server_label"))]
+        return [_mcp_server(entry)]
     if kind == "namespace":
         inner = entry.get("tools")
         if not isinstance(inner, list) or not _text(entry.get("name")):
