@@ -170,15 +170,20 @@ class Router:
                 target.breaker.release_probe()
                 saturated.append(target)
                 continue
+            reason = next((failure.reason for failure in reversed(failures) if failure.kind != "unsupported"),
+                          "unavailable")
+            failed_before = len(failures)
+            reply = await self._try_target(route, target, make_call, is_content, outcome, failures)
+            if len(failures) == failed_before + 1 and failures[-1].kind == "unsupported" and reply is None:
+                continue  # the target cannot express this request: skipped, not failed over to
+            # Counted once the target was really tried (its attempt is over by now).
             if previous is not None:
-                self._count_failover(route, previous, target, failures[-1].reason if failures else "unavailable",
-                                     outcome)
+                self._count_failover(route, previous, target, reason, outcome)
             previous = target
             tried += 1
-            reply = await self._try_target(route, target, make_call, is_content, outcome, failures)
             if reply is not None:
                 return reply
-        if saturated and not failures:
+        if saturated and all(failure.kind == "unsupported" for failure in failures):
             # Every healthy target is at its concurrency cap: queue on the first one.
             tried += 1
             reply = await self._try_target(route, saturated[0], make_call, is_content, outcome, failures,
@@ -199,6 +204,7 @@ class Router:
                           ) -> UpstreamReply | None:
         """Up to `retry.attempts` tries on one target; None when they are spent."""
         loop = asyncio.get_running_loop()
+        served_before = outcome.target
         for attempt in range(route.retry.attempts):
             if attempt and target.at_capacity():
                 # Others took the target's slots while this request backed off: the next
@@ -216,9 +222,12 @@ class Router:
                     sent = True
                     reply = await self._send(target, make_call(target), is_content)
             except UnsupportedRequest as exc:
-                # This target cannot express the request (a 400 if no other target can).
-                # Not a verdict on its health: a half-open circuit's probe goes to the next request.
+                # This target cannot express the request (a 400 if no other target can): no
+                # upstream attempt was made. Not a verdict on its health either: a half-open
+                # circuit's probe goes to the next request.
                 target.breaker.release_probe()
+                outcome.attempts -= 1
+                outcome.target = served_before
                 record.ended, record.error = time.time(), "unsupported"
                 failures.append(UpstreamError(exc.message, kind="unsupported", error_code=exc.param))
                 return None

@@ -209,5 +209,8 @@ def test_a_request_the_probed_target_cannot_express_leaves_the_probe_to_the_next
                          json={"model": "gpt-test", "messages": MESSAGES, "n": 2},
                          headers={"Authorization": f"Bearer {TENANT_KEY}"})
     assert several.headers["x-lockgate-provider"] == "backup"
+    # A target skipped because it cannot express the request made no attempt and was no failover.
+    assert several.headers["x-lockgate-attempts"] == "1"
+    assert 'reason="unsupported"' not in httpx.get(f"{gateway.url}/metrics").text
     # ... and the next request still probes Claude (it is not skipped forever).
     assert ask(gateway).headers["x-lockgate-attempts"] == "3"
