@@ -17,13 +17,19 @@ from typing import Any
 from aiohttp import web
 
 from gateway import errors
+from gateway.exchange import new_request_id
 
 HEAD_END = b"\r\n\r\n"
 _TIMEOUT_BODY = errors.GatewayError(
     408, "invalid_request_error", "request_timeout",
     "The request head did not arrive in time (server.header_timeout_s); send the whole request promptly.").body()
-TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
+_TIMEOUT_HEAD = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\nX-Request-Id: ")
+
+
+def timeout_response() -> bytes:
+    """The 408 for a slow request head, with its own request id like every answer."""
+    return _TIMEOUT_HEAD + new_request_id().encode() + b"\r\n\r\n" + _TIMEOUT_BODY
 
 
 class HeaderDeadline(asyncio.Protocol):
@@ -64,7 +70,7 @@ class HeaderDeadline(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(TIMEOUT_RESPONSE)
+            self._transport.write(timeout_response())
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

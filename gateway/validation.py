@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.config import ServerConfig
-from gateway.errors import invalid_request
+from gateway.errors import GatewayError, invalid_request
 from gateway.shapes import check_shapes
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api
 
@@ -49,15 +49,21 @@ def _decode(raw: bytes, max_depth: int) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         if not _is_utf8(raw):
             raise invalid_request("The request body is not valid UTF-8; send UTF-8 encoded JSON.") from None
+        if "depth limit" in str(exc):  # orjson's own limit (1,024) is past any max_json_depth
+            raise _too_deep(max_depth) from None
         raise invalid_request(f"The request body is not valid JSON ({exc}); check quoting and commas.") from None
     if not isinstance(body, dict):
         raise invalid_request(f"The request body must be a JSON object, got {_kind(body)}.")
     # Nesting can never be deeper than the number of opening brackets: most bodies are
     # ruled out by two C-speed counts and never walked.
     if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(body, max_depth) > max_depth:
-        raise invalid_request(f"The request JSON is nested deeper than {max_depth} levels "
-                              "(server.max_json_depth); flatten it.", code="json_too_deep")
+        raise _too_deep(max_depth)
     return body
+
+
+def _too_deep(max_depth: int) -> GatewayError:
+    return invalid_request(f"The request JSON is nested deeper than {max_depth} levels "
+                           "(server.max_json_depth); flatten it.", code="json_too_deep")
 
 
 def _is_utf8(raw: bytes) -> bool:

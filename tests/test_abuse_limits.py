@@ -49,6 +49,7 @@ def test_slow_request_head_is_cut_off(strict: Gateway) -> None:
     sock.close()
     assert time.monotonic() - started < 4
     assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout_s" in answer
+    assert b"\r\nX-Request-Id: req_" in answer
 
 
 def test_head_split_across_reads_is_not_cut(strict: Gateway) -> None:

@@ -48,7 +48,7 @@ CASES: list[tuple[str, str, bytes, int, str | None, str | None]] = [
      + b",".join([b'{"type": "function", "function": {"name": "f"}}'] * 6) + b"]}", 400, "too_many_items", "tools"),
     ("nested too deep", "chat/completions", deep(40), 400, "json_too_deep", None),
     ("nested absurdly deep", "chat/completions", b'{"model": "gpt-test", "messages": [{"role": "user", '
-     b'"content": "x"}], "metadata": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, None, None),
+     b'"content": "x"}], "metadata": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, "json_too_deep", None),
     ("body too large", "chat/completions", b'{"model": "gpt-test", "messages": [{"role": "user", "content": "'
      + b"x" * MAX_BODY + b'"}]}', 413, "request_too_large", None),
     ("unknown model", "chat/completions", b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
