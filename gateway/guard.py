@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from gateway import errors
 from gateway.exchange import new_request_id
@@ -89,8 +91,29 @@ class HeaderDeadline(asyncio.Protocol):
         self._inner.resume_writing()
 
 
+class EnvelopeRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering requests it cannot parse (a bad request
+    line, an oversized header) with the error envelope and a request id, like every other
+    answer, instead of aiohttp's plain text."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; refuses once output has started
+        request_id = new_request_id()
+        if status < 500:
+            error = errors.GatewayError(status, "invalid_request_error", "bad_http_request",
+                                        f"The HTTP request could not be read ({message or 'malformed'}); "
+                                        "send a well-formed HTTP/1.1 request.")
+        else:
+            error = errors.internal_error(request_id)
+        response = web.Response(status=status, body=error.body(), content_type="application/json",
+                                headers={"X-Request-Id": request_id})
+        response.force_close()
+        return response
+
+
 class GuardedRunner(web.AppRunner):
-    """An AppRunner whose connections go through `HeaderDeadline`."""
+    """An AppRunner whose connections go through `HeaderDeadline` and `EnvelopeRequestHandler`."""
 
     def __init__(self, app: web.Application, header_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -107,7 +130,9 @@ class GuardedRunner(web.AppRunner):
         if factory is None:
             return None
         timeout = self._header_timeout_s
-        return lambda: HeaderDeadline(factory(), timeout)
+        # web.Server's own factory, with our handler class (same arguments).
+        return lambda: HeaderDeadline(EnvelopeRequestHandler(factory, loop=factory._loop, **factory._kwargs),
+                                      timeout)
 
 
 class AuthFailures:

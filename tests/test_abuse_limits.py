@@ -129,3 +129,19 @@ def test_no_request_field_or_header_chooses_the_upstream(gateway: Gateway, upstr
               "base_url": "http://169.254.169.254/latest", "api_base": "http://169.254.169.254/"})
     assert response.status_code == 200
     assert len(upstream_state.requests) == 1  # it went to the configured upstream
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+])
+def test_unreadable_http_gets_the_envelope(strict: Gateway, request_bytes: bytes) -> None:
+    sock = connect(strict)
+    sock.sendall(request_bytes)
+    head, _, body = read_all(sock).partition(b"\r\n\r\n")
+    sock.close()
+    assert b" 400 " in head.split(b"\r\n")[0] and b"\r\nX-Request-Id: req_" in head
+    error = httpx.Response(400, content=body).json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "bad_http_request"
+    assert "well-formed" in error["message"]
