@@ -292,3 +292,18 @@ def test_refusal_after_a_held_stream_started_is_its_final_event(
     lines = [line for line in box["result"] if line]
     assert lines[0].startswith(":") and lines[-1].startswith('data: {"error"')
     assert "maximum context length" in lines[-1]
+
+
+def test_client_leaving_a_started_held_stream_ends_the_wait(
+        gateway: Gateway, upstream_state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.2)
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                      json={"model": "gpt-test", "stream": True,
+                            "messages": [{"role": "user", "content": "password reset"}]}) as response:
+        assert next(response.iter_lines()).startswith(":")  # started and kept alive
+    approval = pending(gateway)
+    decide(gateway, approval["id"], "approve")
+    time.sleep(0.5)
+    assert upstream_state.requests == []  # the request left with its client: nothing is sent upstream
+    assert httpx.get(f"{gateway.url}/healthz").status_code == 200
