@@ -59,11 +59,26 @@ def hash_key(key: str) -> str:
 def load_config(path: Path, *, environ: dict[str, str] | None = None
                 ) -> tuple[Config | None, list[Problem]]:
     """Load and validate a config file. Returns the config, or None and the problems."""
+    config, problems = read_config(path, environ=environ)
+    return (None, problems) if problems else (config, [])
+
+
+def read_config(path: Path, *, environ: dict[str, str] | None = None
+                ) -> tuple[Config | None, list[Problem]]:
+    """Load a config file for checking: as much of it as could be read, and every problem.
+
+    Unlike `load_config`, the config comes back even when there are problems (each wrong
+    value replaced by its default, a missing `policies_dir` or `pricing.file` by None), so
+    a check can go on to what the file names: its policies, its prices, the policies its
+    tenants list. Such a draft is for reporting only and must never be run. It is None
+    only when the file is not YAML, or not a mapping of sections.
+    """
     try:
         raw = load_yaml(path)
     except YamlError as exc:
         return None, [exc.problem]
-    return build_config(raw, path, environ=os.environ if environ is None else environ)
+    builder = _Builder(str(path), os.environ if environ is None else environ)
+    return builder.build(raw, path, False), builder.problems
 
 
 def build_config(raw: Any, path: Path | None, *, environ: Any, quickstart: bool = False
