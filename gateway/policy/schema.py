@@ -44,6 +44,7 @@ _ACTION_STAGES: dict[str, tuple[str, ...]] = {
     "require_approval": ("request", "tool_call"),
     "redact": ("request", "response"),
 }
+_ANY_RULE_KEY = _COMMON_KEYS | _TOOL_RULE_KEYS | set().union(*_ACTION_KEYS.values())
 _APPROVAL_KEYS = {"mode", "timeout_s", "on_timeout", "notify"}
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -145,6 +146,9 @@ def _parse_rule(reader: _RuleReader) -> Rule | None:
     if action is None:
         if "action" not in data:
             reader.problem("", f"rule needs an 'action' ({', '.join(ACTIONS)}) or a 'tools' list")
+        for key in data:  # misspelt keys are wrong whatever the action turns out to be
+            if key not in _ANY_RULE_KEY:
+                reader.problem(str(key), f"unknown key '{key}'; a rule takes: {', '.join(sorted(_ANY_RULE_KEY))}")
         return None
     explicit_stage = reader.choice("stage", STAGES, None)
     stage = explicit_stage or "request"
