@@ -4,7 +4,7 @@
 sending a request head within `server.header_timeout_s` of starting it (a slowloris) gets
 a 408 and the connection closes; on a kept-alive connection the clock starts again with
 the first byte of each new request. `AuthFailures` counts failed authentications per client address
-and answers 429 to an address that keeps guessing keys, before any key is looked up.
+and answers 429 to further wrong keys from an address that keeps guessing (a right key always passes).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class AuthFailures:
         self._failures: dict[str, tuple[float, int]] = {}
 
     def check(self, address: str | None) -> None:
-        """Refuse an address over its budget of failures (429) before looking at its key."""
+        """Refuse an address over its budget of failures (429); called only for keys that failed."""
         if not self.limit:
             return
         entry = self._failures.get(address or "")

@@ -203,10 +203,15 @@ class Runtime:
     # -- per request ---------------------------------------------------------------------
 
     async def authenticate(self, request: web.Request) -> TenantConfig:
-        self.auth_failures.check(request.remote)
         key = presented_key(request.headers)
         tenant = self.snapshot.keyring.tenant(key)
-        if tenant is None and key:
+        if tenant is not None:
+            return tenant
+        # Only what fails is throttled: behind a proxy every client shares its address, and
+        # one client with a wrong key must not lock out the rest (guessing a 256-bit key is
+        # hopeless either way). A throttled address gets no store lookups.
+        self.auth_failures.check(request.remote)
+        if key:
             tenant = await self._minted_since_refresh(key)
         if tenant is None:
             self.auth_failures.failed(request.remote)
@@ -230,11 +235,11 @@ class Runtime:
 
     def require_admin(self, request: web.Request) -> None:
         """Admin endpoints: 401 without a valid key, 403 for a tenant key."""
-        self.auth_failures.check(request.remote)
         key = presented_key(request.headers)
         keyring = self.snapshot.keyring
         if keyring.is_admin(key):
             return
+        self.auth_failures.check(request.remote)
         self.auth_failures.failed(request.remote)
         if keyring.tenant(key) is not None:
             raise errors.admin_only()
