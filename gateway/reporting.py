@@ -219,6 +219,11 @@ def _group_reader(by: str | None) -> Callable[[Mapping[str, Any]], str | None]:
     return lambda row: row[by] or None  # an empty agent and no agent are the same group
 
 
+def default_grouping(tenant: str | None) -> str:
+    """The grouping of a report that names none: per tenant across tenants, else per model."""
+    return "tenant" if tenant is None else "model"
+
+
 def check_group_key(by: str | None) -> str | None:
     """`by` as given (None for no grouping, an empty value included); ValueError if unknown."""
     if not by:

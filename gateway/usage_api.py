@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import errors
-from gateway.reporting import check_group_key, parse_window, usage_report
+from gateway.reporting import check_group_key, default_grouping, parse_window, usage_report
 from gateway.runtime import Runtime
 from gateway.store import LedgerQuery
 
@@ -22,7 +22,7 @@ from gateway.store import LedgerQuery
 async def build_report(runtime: Runtime, tenant: str | None, query: Mapping[str, str]) -> dict[str, Any]:
     try:
         since, until = parse_window(query.get("since"), query.get("until"), time.time())
-        by = check_group_key(query.get("by") or None)
+        by = check_group_key(query.get("by") or default_grouping(tenant))
     except ValueError as exc:
         raise errors.invalid_request(str(exc)) from None
     await runtime.ledger_settled()

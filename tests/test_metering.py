@@ -165,6 +165,7 @@ def test_usage_endpoints_are_isolated_by_tenant(priced: Gateway, upstream_state:
     mine = usage_of(priced)
     theirs = usage_of(priced, OTHER_TENANT_KEY)
     assert mine["tenant"] == "acme" and mine["totals"]["requests"] == 1
+    assert mine["by"] == "model" and [group["key"] for group in mine["groups"]] == ["gpt-test-upstream"]
     assert theirs["tenant"] == "globex" and theirs["totals"]["requests"] == 0
     # A tenant cannot ask for another tenant's usage: the query parameter is ignored on /v1/usage.
     assert usage_of(priced, OTHER_TENANT_KEY, tenant="acme")["totals"]["requests"] == 0
@@ -174,7 +175,9 @@ def test_usage_endpoints_are_isolated_by_tenant(priced: Gateway, upstream_state:
     everyone = httpx.get(admin, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, params={"by": "tenant"}).json()
     assert everyone["tenant"] is None and everyone["totals"]["requests"] == 1
     acme = httpx.get(admin, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, params={"tenant": "acme"}).json()
-    assert acme["totals"]["requests"] == 1
+    assert acme["totals"]["requests"] == 1 and acme["by"] == "model"
+    ungrouped = httpx.get(admin, headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert ungrouped["by"] == "tenant" and [group["key"] for group in ungrouped["groups"]] == ["acme"]
     bad = httpx.get(f"{priced.base_url}/usage", params={"since": "yesterday"},
                     headers={"Authorization": f"Bearer {TENANT_KEY}"})
     assert bad.status_code == 400 and "since" in bad.json()["error"]["message"]
@@ -192,7 +195,7 @@ def test_usage_cli_prints_the_same_figures(priced: Gateway, upstream_state: Stat
     assert json.loads(result.stdout)["totals"] == api_totals
     table = subprocess.run([sys.executable, "-m", "gateway", "usage", "--config", str(priced.config_path)],
                            capture_output=True, text=True, timeout=60)
-    assert "gpt-test-upstream" in table.stdout or "TOTAL" in table.stdout
+    assert "acme" in table.stdout  # one row per tenant by default
     assert "0.0016" in table.stdout
 
 

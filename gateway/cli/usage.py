@@ -8,7 +8,7 @@ import sys
 import time
 
 from gateway.cli.common import add_config_argument, load_or_exit, with_store
-from gateway.reporting import DEFAULT_SINCE, GROUP_KEYS, format_table, parse_window, usage_report
+from gateway.reporting import DEFAULT_SINCE, GROUP_KEYS, default_grouping, format_table, parse_window, usage_report
 from gateway.store import LedgerQuery
 
 
@@ -17,7 +17,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tenant", help="one tenant (default: all)")
     parser.add_argument("--since", default=DEFAULT_SINCE, help="24h, 7d, an ISO time or unix seconds")
     parser.add_argument("--until", default=None, help="default: now")
-    parser.add_argument("--by", choices=GROUP_KEYS, help="group rows by this")
+    parser.add_argument("--by", choices=GROUP_KEYS,
+                        help="group rows by this (default: tenant, or model with --tenant)")
     parser.add_argument("--json", action="store_true", help="print the JSON answer of /admin/usage")
     add_config_argument(parser)
     parser.set_defaults(run=run)
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     rows = with_store(config, lambda store: store.ledger_rows(LedgerQuery(tenant=args.tenant, since=since,
                                                                            until=until)))
-    report = usage_report(rows, tenant=args.tenant, since=since, until=until, by=args.by)
+    report = usage_report(rows, tenant=args.tenant, since=since, until=until,
+                          by=args.by or default_grouping(args.tenant))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
