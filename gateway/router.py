@@ -343,5 +343,5 @@ def final_error(route: Route, failures: list[UpstreamError], tried: int) -> Gate
     detail = f"after {len(failures)} attempt(s) on {tried} target(s); last error: {last.message}"
     if last.kind == "timeout":
         return errors.upstream_timeout(f"Model '{route.alias}' timed out {detail}")
-    status = 503 if last.status == 503 else 502
+    status = 503 if last.status in (503, 529) else 502  # 529: Anthropic overloaded, a 503 by another name
     return errors.upstream_error(f"Model '{route.alias}' failed {detail}", status)

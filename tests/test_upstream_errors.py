@@ -267,3 +267,15 @@ def test_an_overloaded_anthropic_with_reset_headers_is_retried(upstream: tuple[F
     assert answer.parse().choices[0].message.content == "after a retry"
     assert (answer.headers["x-lockgate-provider"], answer.headers["x-lockgate-attempts"]) == ("primary", "2")
     assert pair.backup.requests == []
+
+
+@pytest.mark.parametrize("upstream", ["anthropic"], indirect=True)
+def test_an_anthropic_overloaded_to_the_end_is_a_503(upstream: tuple[FakeProvider, Server], pair: Pair,
+                                                    gateway_factory: Callable[..., Gateway]) -> None:
+    fake, server = upstream
+    fake.app[anthropic_server.STATE].queue += [anthropic_server.Script(status=529, error_type="overloaded_error")
+                                               for _ in range(2)]
+    with pytest.raises(openai.APIStatusError) as raised:
+        client(gateway_factory(routed_config(fake, server.url, pair, with_backup=False))).chat.completions.create(
+            model="gpt-test", messages=MESSAGES)
+    assert raised.value.status_code == 503 and raised.value.body["code"] == "upstream_error"  # type: ignore[index]
