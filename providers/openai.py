@@ -1,7 +1,8 @@
 """OpenAI and every OpenAI-compatible server (vLLM, Ollama, LM Studio, Azure OpenAI).
 
 A pass-through adapter: the request body goes upstream as the client sent it (only
-`model` differs, and the bytes are reused when it does not), and the answer comes back
+`model` differs, and the bytes are reused when it does not; tool call ids that carry a
+Gemini thought signature are shortened, see toolids.py), and the answer comes back
 as is: JSON bytes, or SSE events with their original bytes kept for relaying.
 
 Azure OpenAI (`type: azure`) differs only in the URL (`/deployments/{model}/...`), the
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import orjson
+
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api, UpstreamCall, UpstreamReply
 from providers.http import ensure_event_stream, new_session, openai_error, post, read_body, stream_events
+from providers.toolids import SIGNATURE_MARK, without_gemini_signatures
 
 PATHS: dict[str, str] = {CHAT: "/chat/completions", RESPONSES: "/responses", EMBEDDINGS: "/embeddings"}
 
@@ -57,8 +61,12 @@ class OpenAIProvider:
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         headers = self._stream_headers if call.stream else self._headers
-        response = await post(self.session, self.url(call.api, call.model), call.body_bytes(), headers, call,
-                              openai_error)
+        body = call.body_bytes()
+        if SIGNATURE_MARK in body:  # a conversation that began on Gemini
+            shortened = without_gemini_signatures(call.api, call.body)
+            if shortened is not None:
+                body = orjson.dumps(shortened)
+        response = await post(self.session, self.url(call.api, call.model), body, headers, call, openai_error)
         if call.stream:
             ensure_event_stream(response)
             return UpstreamReply(status=response.status, headers=response.headers,

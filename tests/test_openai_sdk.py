@@ -203,3 +203,23 @@ def test_upstream_failure_is_502_envelope(gateway: Gateway, upstream_state: Stat
     assert raised.value.status_code == 502
     assert raised.value.body["type"] == "upstream_error"  # type: ignore[index]
     assert len(upstream_state.requests) == 2  # retry.attempts defaults to 2
+
+
+def test_gemini_signed_tool_call_ids_are_shortened_for_openai(gateway: Gateway, upstream_state: State) -> None:
+    """A conversation begun on Gemini carries thought signatures in its tool call ids; OpenAI
+    refuses ids over 64 characters, and only Gemini needs them."""
+    signed = "call_0123456789abcdef01234567__gts_" + "Q2lNQkFkZ3Y" * 40
+    upstream_state.queue += [Script(content="It is sunny."), Script(content="Still sunny.")]
+    client(gateway).chat.completions.create(model="gpt-test", tools=[WEATHER_TOOL], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": signed, "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": signed, "content": "sunny"}])
+    sent = upstream_state.requests[-1]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == sent[2]["tool_call_id"] == "call_0123456789abcdef01234567"
+    client(gateway).responses.create(model="gpt-test", input=[
+        {"type": "message", "role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": signed, "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        {"type": "function_call_output", "call_id": signed, "output": "sunny"}])
+    items = upstream_state.requests[-1]["input"]
+    assert items[1]["call_id"] == items[2]["call_id"] == "call_0123456789abcdef01234567"
