@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from providers.base import UnsupportedRequest
+from providers.gemini.toolcalls import split_tool_call_id
 
 Block = dict[str, Any]
 Turn = dict[str, Any]
@@ -268,10 +269,16 @@ def _tool_result(tool_id: str, message: dict[str, Any], where: str) -> Block:
 
 
 def _tool_id(value: Any, where: str) -> str:
-    """A tool call id as Anthropic accepts it (letters, digits, `_` and `-`)."""
+    """A tool call id as Anthropic accepts it (letters, digits, `_` and `-`).
+
+    An id made by Gemini carries its thought signature (`<call id>__gts_<signature>`),
+    which only Gemini needs; it is cut off so that the ids of a conversation that began
+    on Gemini stay short, and equal in the tool_use and in its tool_result.
+    """
     if not isinstance(value, str) or not value:
         raise UnsupportedRequest(f"{where} needs a tool call id.", param=where)
-    return _TOOL_ID_UNSAFE.sub("_", value)
+    # An id that is all signature keeps it rather than become empty.
+    return _TOOL_ID_UNSAFE.sub("_", split_tool_call_id(value)[0] or value)
 
 
 class _LegacyCalls:

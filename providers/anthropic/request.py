@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from providers.anthropic.messages import convert_messages
-from providers.anthropic.tools import convert_tools
+from providers.anthropic.tools import convert_tools, history_tools
 from providers.anthropic.traits import ModelTraits, traits_for
 from providers.base import UnsupportedRequest
 from providers.shapes import request_guard
@@ -66,6 +66,9 @@ def chat_to_anthropic(body: dict[str, Any], model: str, *, default_max_tokens: i
         request["system"] = system
     request["messages"] = messages
     tools, tool_choice = convert_tools(body)
+    if not tools:
+        # Tool blocks in the history need declared tools even when the client sent none.
+        tools, tool_choice = history_tools(messages)
     if tools:
         request["tools"] = tools
     if tool_choice is not None:

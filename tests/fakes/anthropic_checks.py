@@ -3,8 +3,9 @@
 `check_request(body, version)` raises `RequestError` for the first problem found, with a
 message in the style of Anthropic's (`messages.1.content.0: ...`). The checks are the
 ones a translator can get wrong: required fields, unknown fields, roles that do not
-alternate, tool results without their tool use (or after text), empty text blocks,
-image sources, thinking rules, and sampling parameters under `2026-10-21`.
+alternate, tool results without their tool use (or after text), tool blocks in a
+request that defines no tools, empty text blocks, image sources, thinking rules, and
+sampling parameters under `2026-10-21`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def check_request(body: Any, version: str) -> None:
     _check_system(body.get("system"))
     _check_messages(body.get("messages"))
     tool_names = _check_tools(body.get("tools"))
+    if not tool_names and _has_tool_blocks(body["messages"]):
+        # Anthropic has answered this with a 400 (BerriAI/litellm#4689); the fake stays strict.
+        raise _fail("Requests which include `tool_use` or `tool_result` blocks must define tools.")
     _check_tool_choice(body.get("tool_choice"), tool_names)
     _check_thinking(body)
     _check_options(body)
@@ -122,6 +126,12 @@ def _check_turn(content: list[Any], role: str, index: int, pending: set[str]) ->
     if pending and (role != "user" or pending - answered):
         raise _fail(_missing_results(index - 1, pending - answered))
     return calls
+
+
+def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
+    return any(isinstance(block, dict) and block.get("type") in ("tool_use", "tool_result")
+               for message in messages if isinstance(message.get("content"), list)
+               for block in message["content"])
 
 
 def _missing_results(index: int, ids: set[str]) -> str:
