@@ -10,7 +10,7 @@ import pytest
 from agents import set_tracing_disabled
 
 from tests.fakes import openai_server
-from tests.harness import BackgroundLoop, Gateway, Pair, Server, base_config, start_app, start_gateway
+from tests.harness import BackgroundLoop, Gateway, Pair, Server, base_config, serving, start_app, start_gateway
 
 pytest_plugins = ("tests.pg", "tests.services", "tests.processes")
 set_tracing_disabled(True)  # the Agents SDK would try to export traces to OpenAI
@@ -25,9 +25,7 @@ def bg() -> Iterator[BackgroundLoop]:
 
 @pytest.fixture
 def openai_upstream(bg: BackgroundLoop) -> Iterator[Server]:
-    server = bg.run(start_app(openai_server.create_app()))
-    yield server
-    bg.run(server.runner.cleanup())
+    yield from serving(bg, openai_server.create_app())
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +67,13 @@ async def start_app(app: web.Application, **runner_options: Any) -> Server:
     # Handlers die with their connection, and shutdown does not wait on a hanging one.
     runner_options = {"handler_cancellation": True, "shutdown_timeout": 1.0, **runner_options}
     return await start_runner(web.AppRunner(app, access_log=None, **runner_options))
+
+
+def serving(bg: BackgroundLoop, app: web.Application) -> Iterator[Server]:
+    """For a fixture: `app` served for the test's duration (`yield from serving(bg, app)`)."""
+    server = bg.run(start_app(app))
+    yield server
+    bg.run(server.runner.cleanup())
 
 
 async def start_runner(runner: web.AppRunner) -> Server:

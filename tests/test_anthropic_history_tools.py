@@ -15,14 +15,14 @@ from typing import Any
 
 import pydantic
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, set_tracing_disabled
+from agents import Agent, set_tracing_disabled
 from anthropic.types import message_create_params
-from openai import AsyncOpenAI
 
 from providers.anthropic import chat_to_anthropic
 from providers.anthropic.tools import PLACEHOLDER_TOOL, history_tools
+from tests.agents_support import agents_model, run_agent
 from tests.fakes.anthropic_server import STATE, Script, create_app
-from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, start_app
+from tests.harness import BackgroundLoop, Gateway, Server, base_config, serving
 from tests.providers_matrix import ANTHROPIC_KEY
 
 set_tracing_disabled(True)  # the Agents SDK would try to export traces to OpenAI
@@ -157,9 +157,7 @@ async def test_gemini_signature_is_cut_from_tool_ids(aiohttp_client: Any) -> Non
 
 @pytest.fixture
 def anthropic_fake(bg: BackgroundLoop) -> Iterator[Server]:
-    server = bg.run(start_app(create_app(api_key=ANTHROPIC_KEY)))
-    yield server
-    bg.run(server.runner.cleanup())
+    yield from serving(bg, create_app(api_key=ANTHROPIC_KEY))
 
 
 @pytest.fixture
@@ -181,22 +179,13 @@ async def test_agents_handoff_to_agent_without_tools(routed: Gateway, anthropic_
         Script(message={"content": [use("toolu_handoff", "transfer_to_specialist")], "stop_reason": "tool_use"}),
         Script(message={"content": [{"type": "text", "text": "The specialist answers."}]}, text_chunks=3),
     ]
-    client = AsyncOpenAI(base_url=routed.base_url, api_key=TENANT_KEY, max_retries=0)
-    model = (OpenAIChatCompletionsModel if api == "chat" else OpenAIResponsesModel)(
-        model="assistant", openai_client=client)
+    model = agents_model(api, routed)
     specialist = Agent(name="specialist", instructions="Answer directly.", model=model)
     triage = Agent(name="triage", instructions="Hand everything to the specialist.", handoffs=[specialist],
                    model=model)
-    if streamed:
-        run = Runner.run_streamed(triage, "Help me.")
-        async for _ in run.stream_events():
-            pass
-        final, last_agent = run.final_output, run.last_agent
-    else:
-        answer = await Runner.run(triage, "Help me.")
-        final, last_agent = answer.final_output, answer.last_agent
-    assert final == "The specialist answers."
-    assert last_agent.name == "specialist"
+    result = await run_agent(triage, "Help me.", streamed=streamed)
+    assert result.final_output == "The specialist answers."
+    assert result.last_agent.name == "specialist"
     assert len(state.requests) == 2
     first, second = state.requests
     assert [tool["name"] for tool in first["tools"]] == ["transfer_to_specialist"]

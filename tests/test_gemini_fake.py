@@ -160,6 +160,22 @@ async def test_fake_rejects_like_google(fake: Any, body: dict[str, Any], model: 
     assert message in upstream.message
 
 
+async def test_fake_refuses_json_mode_beside_functions_before_gemini_3(fake: Any) -> None:
+    """As Google does (googleapis/python-genai#867): 400 on 1.x/2.x, accepted on Gemini 3."""
+    functions = [{"functionDeclarations": [{"name": "f"}]}]
+    json_mode = {"responseMimeType": "application/json", "responseSchema": {"type": "OBJECT"}}
+    body = {"contents": [USER_HI], "tools": functions, "generationConfig": json_mode}
+    for model in ("gemini-2.5-flash", "gemini-2.0-flash", "gemini-1.5-pro"):
+        status, raw, headers = await post(fake, model, body)
+        assert (status, orjson.loads(raw)) == (400, {"error": {
+            "code": 400, "message": "Function calling with a response mime type: 'application/json' is unsupported",
+            "status": "INVALID_ARGUMENT"}}), model
+        assert gemini_error(status, raw, headers).status == 400
+    assert (await post(fake, "gemini-3-flash-preview", body))[0] == 200
+    assert (await post(fake, "gemini-2.5-flash", {**body, "tools": []}))[0] == 200
+    assert (await post(fake, "gemini-2.5-flash", {**body, "generationConfig": {"temperature": 0}}))[0] == 200
+
+
 async def test_fake_accepts_unsigned_calls_on_gemini_2_and_the_documented_stand_in(fake: Any) -> None:
     assert (await post(fake, "gemini-2.5-flash", {"contents": [USER_HI, CALL, ANSWER]}))[0] == 200
     stand_in = {"role": "model",

@@ -108,3 +108,56 @@ def test_thought_signature_round_trip_through_an_openai_client() -> None:
     assert [answer["functionResponse"]["id"] for answer in answers] == \
         [part["functionCall"]["id"] for part in sent_calls]
     assert [answer["functionResponse"]["name"] for answer in answers] == ["get_weather", "get_time"]
+
+
+# --- response_format beside function declarations ------------------------------------------
+
+FORECAST_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "sunny": {"type": "boolean"}},
+                   "required": ["city", "sunny"], "additionalProperties": False}
+FORMATS = {
+    "json_schema": {"type": "json_schema", "json_schema": {"name": "Forecast", "strict": True,
+                                                          "schema": FORECAST_SCHEMA}},
+    "json_object": {"type": "json_object"},
+}
+LOOKUP_TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def _with_format(kind: str, model: str, **extra: Any) -> dict[str, Any]:
+    body = {"model": model, "response_format": FORMATS[kind], **extra,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Paris?"}]}
+    return chat_to_gemini(body, model)
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_json_format_beside_functions_is_an_instruction_before_gemini_3(kind: str) -> None:
+    """Gemini 1.x/2.x answer 400 to JSON mode beside functions; Gemini 3 takes both natively."""
+    for model in ("gemini-2.5-flash", "models/gemini-2.0-flash", "gemini-1.5-pro", "gemini-flash-latest",
+                  "my-tuned-model"):
+        request = _with_format(kind, model, tools=[LOOKUP_TOOL])
+        assert_valid_gemini_request(request)
+        config = request.get("generationConfig", {})
+        assert "responseMimeType" not in config and "responseSchema" not in config, model
+        first, instruction = request["systemInstruction"]["parts"]
+        assert first == {"text": "Be brief."}
+        assert instruction["text"].startswith("Answer format: when you give your final answer (rather than "
+                                              "calling a function), reply with only ")
+        if kind == "json_object":
+            assert "only a JSON object," in instruction["text"] and "schema" not in instruction["text"]
+        else:
+            assert instruction["text"].endswith(f" JSON schema: {orjson.dumps(FORECAST_SCHEMA).decode()}")
+    for model in ("gemini-3-flash-preview", "models/gemini-3-pro-preview", "gemini-3.1-pro-preview"):
+        request = _with_format(kind, model, tools=[LOOKUP_TOOL])
+        assert request["generationConfig"]["responseMimeType"] == "application/json", model
+        assert ("responseSchema" in request["generationConfig"]) == (kind == "json_schema")
+        assert request["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+
+
+def test_json_format_without_functions_stays_native_and_the_instruction_needs_no_system_message() -> None:
+    native = _with_format("json_schema", "gemini-2.5-flash")
+    assert native["generationConfig"]["responseMimeType"] == "application/json"
+    assert native["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    alone = chat_to_gemini({"messages": [{"role": "user", "content": "hi"}], "tools": [LOOKUP_TOOL],
+                            "response_format": FORMATS["json_object"]}, "gemini-2.5-flash")
+    assert [part["text"][:14] for part in alone["systemInstruction"]["parts"]] == ["Answer format:"]
+    assert "generationConfig" not in alone

@@ -16,6 +16,8 @@ from providers.gemini import gemini_to_chat, usage_to_chat
 from tests.golden import golden_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini" / "response"
+BROKEN_REASONS = ("MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MALFORMED_RESPONSE")
+"""Finish reasons of an answer that broke off: a failed, retryable attempt, never an answer."""
 
 
 def _options(case: dict[str, Any]) -> dict[str, Any]:
@@ -64,3 +66,27 @@ def test_usage_without_optional_counts() -> None:
         "prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3,
         "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0},
     }
+
+
+@pytest.mark.parametrize("reason", BROKEN_REASONS)
+@pytest.mark.parametrize("parts", [[], [{"text": "Let me check."}],
+                                   [{"functionCall": {"name": "lookup", "args": {}}}]], ids=["empty", "text", "call"])
+def test_a_broken_finish_reason_is_a_retryable_failure(reason: str, parts: list[dict[str, Any]]) -> None:
+    """Not a successful empty answer: the router retries it or fails over."""
+    candidate: dict[str, Any] = {"finishReason": reason, "index": 0}
+    if parts:
+        candidate["content"] = {"role": "model", "parts": parts}
+    reply = {"candidates": [candidate], "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}
+    types.GenerateContentResponse.model_validate_json(orjson.dumps(reply))
+    with pytest.raises(UpstreamError) as raised:
+        gemini_to_chat(reply, "gemini-2.5-flash")
+    error = raised.value
+    assert (error.kind, error.retryable, error.status) == ("malformed", True, None)
+    assert f"finishReason {reason}" in error.message
+
+
+def test_one_broken_candidate_fails_the_answer() -> None:
+    good = {"content": {"role": "model", "parts": [{"text": "fine"}]}, "finishReason": "STOP", "index": 0}
+    broken = {"finishReason": "MALFORMED_FUNCTION_CALL", "index": 1}
+    with pytest.raises(UpstreamError, match="MALFORMED_FUNCTION_CALL"):
+        gemini_to_chat({"candidates": [good, broken]}, "gemini-2.5-flash")

@@ -17,6 +17,7 @@ from providers.base import UpstreamError
 from providers.gemini import GeminiStreamTranslator, gemini_to_chat
 from tests.fakes.gemini_server import split_events
 from tests.golden import golden_cases
+from tests.test_gemini_response import BROKEN_REASONS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 
@@ -74,6 +75,7 @@ def _whole_responses() -> list[Any]:
     cases = []
     for path in sorted((FIXTURES / "response").glob("*.json")):
         for case in json.loads(path.read_text()):
+            # Error cases (an answer that ends broken included) have their own tests.
             if "error" not in case:
                 for events in (1, 2, 5):
                     cases.append(pytest.param(case, events, id=f"{case['description']} / {events} events"))
@@ -102,3 +104,30 @@ def test_streamed_answer_equals_whole_answer(case: dict[str, Any], events: int) 
             for call in got["message"].get("tool_calls", ())]
         assert calls == expected["message"].get("tool_calls", [])
         assert got["message"].get("function_call") == expected["message"].get("function_call")
+
+
+@pytest.mark.parametrize("reason", BROKEN_REASONS)
+def test_a_broken_finish_reason_ends_the_stream(reason: str) -> None:
+    """What came before is relayed; the event with the broken finish reason raises instead of a
+    `finish_reason: stop` chunk, so the client never reads a broken answer as complete."""
+    reply = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me look that up."}]},
+                             "finishReason": reason, "index": 0}],
+             "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 4, "totalTokenCount": 9}}
+    first, *rest = split_events(reply, 3)
+    translator = GeminiStreamTranslator("gemini-2.5-flash")
+    relayed = translator.feed(first)
+    assert [chunk["choices"][0]["delta"].get("content") for chunk in relayed] == \
+        ["", first["candidates"][0]["content"]["parts"][0]["text"]]
+    with pytest.raises(UpstreamError) as raised:
+        for event in rest:
+            translator.feed(event)
+    assert (raised.value.kind, raised.value.retryable) == ("malformed", True)
+    assert f"finishReason {reason}" in raised.value.message
+    assert not translator.finished
+
+
+def test_a_broken_answer_without_content_fails_before_any_chunk() -> None:
+    translator = GeminiStreamTranslator("gemini-2.5-flash")
+    with pytest.raises(UpstreamError, match="MALFORMED_FUNCTION_CALL"):
+        translator.feed({"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}],
+                         "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}})

@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool
-from openai import AsyncOpenAI, OpenAI
+from agents import Agent, function_tool
+from openai import OpenAI
 
+from tests.agents_support import agents_model, run_agent
 from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, base_config, start_app
 from tests.providers_matrix import PROVIDERS, FakeProvider, make_fake
 
@@ -164,17 +165,10 @@ async def test_agents_handoff_and_tool(routed: tuple[FakeProvider, Gateway], api
     fake.tool_call("transfer_to_weather_specialist", {})
     fake.tool_call("get_weather", {"city": "Paris"})
     fake.text("It is sunny in Paris.")
-    openai_client = AsyncOpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0)
-    model = (OpenAIChatCompletionsModel if api == "chat" else OpenAIResponsesModel)(
-        model="assistant", openai_client=openai_client)
+    model = agents_model(api, gateway)
     specialist = Agent(name="weather_specialist", instructions="Use get_weather.", tools=[get_weather], model=model)
     triage = Agent(name="triage", instructions="Hand off weather questions.", handoffs=[specialist], model=model)
-    if streamed:
-        result = Runner.run_streamed(triage, "Weather in Paris?")
-        async for _ in result.stream_events():
-            pass
-    else:
-        result = await Runner.run(triage, "Weather in Paris?")
+    result = await run_agent(triage, "Weather in Paris?", streamed=streamed)
     assert result.final_output == "It is sunny in Paris."
     assert result.last_agent.name == "weather_specialist"
     assert CITIES == ["Paris"]

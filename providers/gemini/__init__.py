@@ -1,7 +1,8 @@
 """Google Gemini (`generateContent`) behind the gateway's Chat Completions shape.
 
 Pure translators, one direction per module: `request` (chat request -> Gemini body, with
-`options` for tools and generation settings and `schema` for JSON Schema), `response`
+`options` for tools and generation settings, `output` for `response_format` and `schema`
+for JSON Schema), `response`
 (Gemini answer -> chat completion), `stream` (Gemini SSE events -> chat chunks) and
 `errors` (Gemini error answers -> `UpstreamError`). `toolcalls` is how thought
 signatures survive the trip through OpenAI clients inside tool call ids.

@@ -1,5 +1,8 @@
 """The request's options in Gemini terms: tools, toolConfig and generationConfig.
 
+The output format (`response_format`) is `providers.gemini.output`'s: whether it goes in
+`generationConfig` depends on the model and on whether functions are declared.
+
 Reasoning effort: Gemini 3 and later take a `thinkingLevel`, Gemini 2.x a token
 `thinkingBudget`, and a request must not carry both (Gemini docs, "Thinking"). The model
 name decides which one is sent. Levels: none and minimal -> MINIMAL (LOW on Pro models,
@@ -73,6 +76,7 @@ def tool_config(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """Sampling, limits and thinking; `response_format` is `providers.gemini.output`'s job."""
     for param, message in _UNSUPPORTED:
         if body.get(param):
             raise UnsupportedRequest(message, param)
@@ -88,7 +92,6 @@ def generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     if body.get("n") not in (None, 1):
         config["candidateCount"] = body["n"]
-    config.update(_output_format(body.get("response_format")))
     effort = body.get("reasoning_effort")
     if effort is not None:
         config["thinkingConfig"] = _thinking(effort, model)
@@ -123,21 +126,6 @@ def _schema(schema: dict[str, Any], where: str) -> dict[str, Any]:
         return to_gemini_schema(schema)
     except UnsupportedRequest as exc:
         raise UnsupportedRequest(exc.message, where) from exc
-
-
-def _output_format(response_format: Any) -> dict[str, Any]:
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if response_format is None or kind == "text":
-        return {}
-    if kind == "json_object":
-        return {"responseMimeType": "application/json"}
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        output: dict[str, Any] = {"responseMimeType": "application/json"}
-        if schema:
-            output["responseSchema"] = _schema(schema, "response_format.json_schema.schema")
-        return output
-    raise UnsupportedRequest(f"Gemini cannot produce response_format {kind!r}", "response_format")
 
 
 def _thinking(effort: str, model: str) -> dict[str, Any]:

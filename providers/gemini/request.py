@@ -5,8 +5,10 @@ role merged) plus a `systemInstruction` gathered from every system and developer
 message. Tool calls become `functionCall` parts carrying their call id and the thought
 signature recovered from the tool call id (see `providers.gemini.toolcalls`); tool
 results become `functionResponse` parts named after the call they answer. Everything
-else in the request (tools, tool_choice, sampling, output format, reasoning effort) is
-`providers.gemini.options`' job. The model goes in the URL, not in the body.
+else in the request (tools, tool_choice, sampling, reasoning effort) is
+`providers.gemini.options`' job, and `response_format` `providers.gemini.output`'s (an
+instruction appended to `systemInstruction` where Gemini refuses JSON mode beside
+functions). The model goes in the URL, not in the body.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orjson
 
 from providers.base import UnsupportedRequest
 from providers.gemini.options import generation_config, thinks_in_levels, tool_config, tools
+from providers.gemini.output import output_format
 from providers.gemini.toolcalls import SKIP_SIGNATURE, split_tool_call_id
 from providers.shapes import request_guard
 
@@ -44,15 +47,20 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
         _sign_current_turn(conversation.contents)
 
     request: dict[str, Any] = {"contents": conversation.contents}
-    if conversation.system:
-        request["systemInstruction"] = {"parts": conversation.system}
     declared = tools(body)
+    output = output_format(body.get("response_format"), model, functions=bool(declared))
+    system = conversation.system
+    if output.instruction:
+        # Last, so it reads as the final word on the answer's shape after the client's own.
+        system = [*system, {"text": output.instruction}]
+    if system:
+        request["systemInstruction"] = {"parts": system}
     if declared:
         request["tools"] = declared
         choice = tool_config(body)
         if choice:
             request["toolConfig"] = choice
-    config = generation_config(body, model)
+    config = {**generation_config(body, model), **output.config}
     if config:
         request["generationConfig"] = config
     return request

@@ -6,7 +6,9 @@ carry the thought signature (see `providers.gemini.toolcalls`). Signatures Gemin
 on text parts are dropped: Gemini validates only those on function calls. With
 `legacy_functions` (the request declared `functions`, not `tools`) the first call is
 answered as `message.function_call` with finish reason `function_call`, as OpenAI does
-(`providers.legacy_functions`). The helpers below are shared with the stream translator,
+(`providers.legacy_functions`). A finish reason that means the answer broke off
+(MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, ...) raises a retryable `UpstreamError`
+instead of becoming an empty answer. The helpers below are shared with the stream translator,
 so both answers agree to the token.
 """
 
@@ -27,6 +29,13 @@ _FILTERED = frozenset({
     "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
     "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR",
 })
+_BROKEN = {
+    "MALFORMED_FUNCTION_CALL": "the model generated a function call that cannot be parsed",
+    "UNEXPECTED_TOOL_CALL": "the model called a function that was not declared or not allowed",
+    "TOO_MANY_TOOL_CALLS": "the model made too many tool calls before a final answer",
+    "MALFORMED_RESPONSE": "the model's response was malformed",
+}
+"""Finish reasons of an answer that broke off: what came back is no answer (often nothing at all)."""
 
 
 @answer_guard("gemini")
@@ -36,6 +45,8 @@ def gemini_to_chat(response: dict[str, Any], model: str, *, created: int | None 
     candidates = response.get("candidates") or []
     if not candidates:
         raise UpstreamError("Gemini answered without any candidate", kind="malformed", retryable=True)
+    for candidate in candidates:
+        raise_if_broken(candidate.get("finishReason"))
     completion_id = completion_id or completion_id_for(response)
     completion: dict[str, Any] = {
         "id": completion_id,
@@ -78,6 +89,19 @@ def raise_if_blocked(response: dict[str, Any]) -> None:
         status=400, kind="safety", retryable=False,
         error_type="invalid_request_error", error_code="content_filter",
     )
+
+
+def raise_if_broken(gemini_reason: str | None) -> None:
+    """A finish reason that means the answer broke off is a failed attempt, never an answer.
+
+    Read as a plain stop it would hand the client a successful, empty answer. The same
+    request usually succeeds when sent again (the model samples anew), so it is retryable:
+    the router retries it or fails over.
+    """
+    why = _BROKEN.get(gemini_reason or "")
+    if why is not None:
+        raise UpstreamError(f"Gemini ended the answer with finishReason {gemini_reason}: {why}",
+                            kind="malformed", retryable=True)
 
 
 def completion_id_for(response: dict[str, Any]) -> str:

@@ -4,7 +4,8 @@ Every Gemini event is a whole `GenerateContentResponse` carrying the next few pa
 Text and thought parts are relayed as they arrive, one chunk per part; a function call
 arrives whole, so it becomes one complete `tool_calls` delta (id, name and arguments)
 with a stable `index` 0, 1, ... per choice. A candidate's `finishReason` becomes a chunk
-with `finish_reason`; the usage of the last event that had any becomes the final usage
+with `finish_reason` (one that means the answer broke off raises `UpstreamError`, as in
+whole answers); the usage of the last event that had any becomes the final usage
 chunk (`"choices": []`) that `finish()` returns. With `legacy_functions` the first call
 of a choice streams as one `function_call` delta and later ones are dropped, as in whole
 answers.
@@ -20,6 +21,7 @@ from providers.gemini.response import (
     finish_reason,
     part_kind,
     raise_if_blocked,
+    raise_if_broken,
     usage_to_chat,
 )
 from providers.gemini.toolcalls import tool_call_from_part
@@ -82,6 +84,9 @@ class GeminiStreamTranslator:
             elif kind is not None:
                 chunks.append(self._chunk(index, {_DELTA_FIELD[kind]: part["text"]}))
         reason = candidate.get("finishReason")
+        # Nothing of this event goes out then. If earlier events reached the client the relay
+        # ends its stream with an error event; if not, the router retries or fails over.
+        raise_if_broken(reason)
         if reason and index not in self._finished:
             self._finished.add(index)
             chunks.append(self._chunk(index, {}, finish_reason(reason, self._calls[index] > 0,

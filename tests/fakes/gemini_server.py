@@ -6,7 +6,8 @@ It serves `POST /v1beta/models/{model}:generateContent` and `:streamGenerateCont
 array), checks the `x-goog-api-key` header (or `?key=`), and validates bodies the way the
 real API does: unknown fields (the SDK's own pydantic types, which mirror the API's
 protos, plus the Gemini API's narrower Schema: no additionalProperties, $ref, ...),
-roles, function responses that answer the function call turn just before them, and on
+roles, function responses that answer the function call turn just before them, JSON mode
+beside function declarations (refused on Gemini 1.x/2.x, as Google does), and on
 Gemini 3 models the thought signatures of the current turn (only signatures this fake
 issued, or Google's documented stand-in, pass). Errors come in Google's shape.
 
@@ -52,6 +53,9 @@ _BODY_TYPES: dict[str, pydantic.TypeAdapter[Any]] = {
     "cachedContent": pydantic.TypeAdapter(str),
 }
 _LENIENT_SIGNATURES = re.compile(r"^(models/)?gemini-[12][.-]")
+_NO_JSON_WITH_FUNCTIONS = _LENIENT_SIGNATURES
+"""Gemini 1.x and 2.x: function calling and a JSON response MIME type exclude each other."""
+JSON_WITH_FUNCTIONS_ERROR = "Function calling with a response mime type: 'application/json' is unsupported"
 
 
 @dataclass
@@ -75,9 +79,11 @@ class Script:
     @classmethod
     def reply(cls, *parts: dict[str, Any], finish_reason: str = "STOP",
               usage: dict[str, int] | None = None, **options: Any) -> Script:
-        """A one-candidate response made of these Gemini parts."""
-        candidate = {"content": {"parts": list(parts), "role": "model"}, "finishReason": finish_reason,
-                     "index": 0}
+        """A one-candidate response made of these Gemini parts (none: no `content` at all, as
+        Google answers a MALFORMED_FUNCTION_CALL)."""
+        candidate: dict[str, Any] = {"finishReason": finish_reason, "index": 0}
+        if parts:
+            candidate["content"] = {"parts": list(parts), "role": "model"}
         usage = usage or {"promptTokenCount": 10, "candidatesTokenCount": 5}
         return cls(response={"candidates": [candidate], "usageMetadata": _usage(usage)}, **options)
 
@@ -206,8 +212,18 @@ def _validate(body: Any, model: str, state: FakeGeminiState) -> None:
             _check_schema(declaration.get("parameters"),
                           f"tools[{number}].function_declarations[{index}].parameters")
     _check_schema(body.get("generationConfig", {}).get("responseSchema"), "generation_config.response_schema")
+    _check_json_with_functions(body, model)
     _check_turns(contents)
     _check_signatures(contents, model, state)
+
+
+def _check_json_with_functions(body: dict[str, Any], model: str) -> None:
+    """Gemini 1.x/2.x refuse JSON mode beside function declarations (googleapis/python-genai#867);
+    Gemini 3 takes both."""
+    declares = any(tool.get("functionDeclarations") for tool in body.get("tools", ()))
+    mime = body.get("generationConfig", {}).get("responseMimeType")
+    if declares and mime == "application/json" and _NO_JSON_WITH_FUNCTIONS.match(model):
+        raise _BadRequest(JSON_WITH_FUNCTIONS_ERROR)
 
 
 def _describe(key: str, exc: pydantic.ValidationError) -> str:
