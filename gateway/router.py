@@ -235,6 +235,8 @@ class Router:
                 outcome.upstream_s += loop.time() - started
                 record.ended, record.error = time.time(), exc.reason
                 exc.message = scrub(exc.message, target.provider.secrets)
+                if exc.error_code is not None:
+                    exc.error_code = scrub(exc.error_code, target.provider.secrets)
                 failures.append(exc)
                 self._record_failure(target, exc)
                 if exc.status in CLIENT_FAULT_STATUSES:

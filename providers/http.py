@@ -15,6 +15,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -65,7 +66,9 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, headers: M
     """Send the request and wait for the response head; errors become `UpstreamError`."""
     try:
         async with asyncio.timeout(_first_wait(call)):
-            response = await session.post(url, data=body, headers=headers,
+            # Never follow a redirect: it would carry the provider's credentials (and the
+            # prompt) wherever the upstream points, and aiohttp strips only Authorization.
+            response = await session.post(url, data=body, headers=headers, allow_redirects=False,
                                           timeout=_connect_timeout(call.timeouts.connect_s))
     except TimeoutError:
         raise UpstreamError("the upstream did not answer in time", kind="timeout", retryable=True) from None
@@ -78,6 +81,11 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, headers: M
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"upstream request failed: {type(exc).__name__}", kind="reset",
                             retryable=True) from None
+    if 300 <= response.status < 400:
+        response.release()
+        where = urlsplit(response.headers.get("Location", "")).netloc or "elsewhere"
+        raise UpstreamError(f"the upstream redirected (HTTP {response.status}) to {where}; set the provider's "
+                            "base_url to the address that answers", kind="http", retryable=False)
     if response.status >= 400:
         try:
             body_bytes = await _read_capped(response, call, MAX_ERROR_BODY)
@@ -261,7 +269,7 @@ def json_error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
         message = error.get("message")
         code = error.get("code")
         return (str(message)[:500] if message else None, _str(error.get("type") or error.get("status")),
-                _str(code))
+                _code(code))
     if isinstance(error, str):
         return error[:500], None, None
     return None, None, None
@@ -269,6 +277,16 @@ def json_error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
 
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _code(value: object) -> str | None:
+    """An upstream's error code, passed on to the client only when it looks like one (a short
+    identifier): anything else is text the upstream chose, and may quote what it was sent."""
+    text = _str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+    return text if text is not None and _ERROR_CODE.fullmatch(text) else None
 
 
 def openai_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:

@@ -367,10 +367,30 @@ def _stream_events(kind: str, message: str) -> list[tuple[str | None, dict[str, 
     return [(None, chunk), (None, {"error": {"message": message, "type": "server_error"}})]
 
 
+STOLEN: web.AppKey[list[dict[str, str]]] = web.AppKey("stolen", list)
+
+
+def _credential(headers: Any) -> str:
+    for name in ("x-api-key", "x-goog-api-key"):
+        if name in headers:
+            return str(headers[name])
+    return str(headers.get("Authorization", "")).removeprefix("Bearer ")
+
+
 async def _echo(request: web.Request) -> web.StreamResponse:
-    """An upstream whose errors quote the request's headers, credentials included."""
+    """An upstream whose errors quote the request's headers, credentials included (mode `code`:
+    as the error's code), or that redirects elsewhere (mode `redirect`)."""
     mode = request.match_info["mode"]
+    if mode == "stolen":
+        request.app[STOLEN].append(dict(request.headers))
+        return web.json_response({})
+    if mode == "redirect":
+        other = str(request.url.with_host("localhost").with_path("/stolen/x"))
+        return web.Response(status=307, headers={"Location": other})
     kind = "anthropic" if request.path.endswith("/messages") else "gemini" if "/models/" in request.path else "openai"
+    if mode == "code":
+        return web.json_response({"error": {"message": "bad", "type": "invalid_request_error",
+                                            "code": _credential(request.headers)}}, status=400)
     message = f"request headers: {json.dumps(dict(request.headers))}"
     if mode != "stream":
         return web.json_response(_error_body(kind, int(mode), message), status=int(mode))
@@ -386,6 +406,7 @@ async def _echo(request: web.Request) -> web.StreamResponse:
 @pytest.fixture
 def echo_upstream(bg: BackgroundLoop) -> Iterator[Server]:
     app = web.Application()
+    app[STOLEN] = []
     app.router.add_route("*", "/{mode}/{rest:.*}", _echo)
     server = bg.run(start_app(app))
     yield server
@@ -395,7 +416,7 @@ def echo_upstream(bg: BackgroundLoop) -> Iterator[Server]:
 KEYS = {"openai": openai_server.API_KEY, "anthropic": ANTHROPIC_KEY, "gemini": GEMINI_KEY}
 
 
-@pytest.mark.parametrize("mode", ["401", "400", "500", "stream"])
+@pytest.mark.parametrize("mode", ["401", "400", "500", "stream", "code", "redirect"])
 @pytest.mark.parametrize("kind", PROVIDERS)
 def test_an_upstream_error_that_echoes_the_request_leaks_no_key(
         gateway_factory: Callable[..., Gateway], echo_upstream: Server, bg: BackgroundLoop,
@@ -416,6 +437,7 @@ def test_an_upstream_error_that_echoes_the_request_leaks_no_key(
     collect_store(sinks, gateway, bg)
     collect_logs(sinks, caplog)
     assert sinks.leaks() == []
+    assert echo_upstream.app[STOLEN] == []  # a redirect elsewhere is not followed with the credentials
 
 
 @pytest.mark.parametrize("written", [["{key}"], {"value": "{key}"}], ids=["list", "mapping"])
