@@ -112,6 +112,8 @@ DECLARATIONS = [
     ("allow", {**CHAT, "tools": ["weather_tool"]}, "<unreadable>"),
     ("allow", {**CHAT, "tools": {"weather_tool": {}}}, "<unreadable>"),
     ("allow", {**RESPONSES, "tools": [{"type": "function", "name": "weather_tool"}]}, None),
+    ("allow", {**CHAT, "web_search_options": {}}, None),  # web_search is on the allow-list
+    ("deny", {**CHAT, "web_search_options": {"search_context_size": "low"}}, None),
     ("allow", {**RESPONSES, "tools": [{"type": "web_search_preview_2025_03_11"}]}, None),
     ("allow", {**RESPONSES, "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]},
      "code_interpreter"),
@@ -182,6 +184,14 @@ def test_strip_removes_tools_without_touching_the_callers_body(tmp_path: Path) -
     # run_sql twice: declared in tools, and forced by tool_choice
     assert [(d.tool_name, d.action, d.on_violation) for d in verdict.decisions] == [
         ("delete_file", "deny", "strip"), ("run_sql", "deny", "strip"), ("run_sql", "deny", "strip")]
+
+
+def test_chat_web_search_options_is_a_declared_web_search_tool(tmp_path: Path) -> None:
+    body = {**CHAT, "tools": [_fn("weather_tool")], "web_search_options": {"search_context_size": "low"}}
+    verdict = tenant(tmp_path, STRIP).evaluate_request(facts(copy.deepcopy(body)))
+    assert verdict.body is not None and "web_search_options" not in verdict.body
+    assert verdict.body["tools"] == [_fn("weather_tool")]
+    assert [d.tool_name for d in verdict.decisions] == ["web_search"]
 
 
 def test_stripping_every_tool_drops_the_settings_that_need_tools(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Which tools a request declares, and which tool a returned call refers to.
 
 Every place a tool can hide is read here, so the rules see one `ToolRef` per tool:
-Chat Completions `tools` (function and custom), the legacy `functions` field, a
+Chat Completions `tools` (function and custom), its `web_search_options` (the hosted
+web search, named `web_search`), the legacy `functions` field, a
 `tool_choice` / `function_call` that forces a tool, Responses `tools` (function,
 custom, namespaced functions, MCP servers, built-in tools by their `type`), and the
 call items the model returns. An entry that cannot be read becomes a ToolRef with an
@@ -179,6 +180,9 @@ def declared_tools(body: dict, api: str) -> list[DeclaredTool]:
         legacy = body.get("function_call")
         if isinstance(legacy, dict):
             found.append(DeclaredTool(_named(legacy.get("name")), "function_call"))
+        if body.get("web_search_options") is not None:
+            # Chat's hosted web search is turned on by this field, not declared in `tools`.
+            found.append(DeclaredTool(builtin_ref("web_search"), "web_search_options"))
     forced = (_forced_responses if api == "responses" else _forced_chat)(body.get("tool_choice"))
     if forced is not None:
         found.append(DeclaredTool(forced, "tool_choice"))
@@ -213,7 +217,7 @@ def strip_tools(body: dict, removed: list[DeclaredTool]) -> dict:
             result[field] = kept
         else:
             del result[field]
-    for field in ("tool_choice", "function_call"):
+    for field in ("tool_choice", "function_call", "web_search_options"):
         if any(entry.field == field for entry in removed):
             result.pop(field, None)
     if "tools" not in result and "functions" not in result:
