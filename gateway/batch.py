@@ -10,11 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 log = logging.getLogger("lockgate.batch")
 Row = TypeVar("Row")
+
+
+def store_unavailable(exc: Exception) -> bool:
+    """Whether `exc` says the store cannot be reached (down, restarting, locked), as opposed to
+    refusing one row: network and timeout errors, SQLite's OperationalError, and the driver
+    errors named for connections (asyncpg's ConnectionDoesNotExistError, CannotConnectNowError, ...)."""
+    if isinstance(exc, OSError | TimeoutError | sqlite3.OperationalError):
+        return True
+    name = type(exc).__name__
+    return "Connection" in name or "CannotConnect" in name
 
 
 class BatchWriter(Generic[Row]):
@@ -68,18 +79,35 @@ class BatchWriter(Generic[Row]):
                 self._stored(batch)
 
     async def _isolate(self) -> None:
-        """The store keeps refusing a batch: write row by row, so one bad row blocks nothing else."""
+        """The store keeps refusing a batch: write row by row, so one bad row blocks nothing else.
+
+        A row is dropped only when the store refuses that row: an error that says the store
+        itself is unreachable, or a pass in which it took no row at all, keeps every row
+        buffered for the next try (a database restart must not cost the usage it missed).
+        """
         async with self._lock:
             batch, self._rows = self._rows[:self._batch_size], self._rows[self._batch_size:]
             written: list[Row] = []
-            for row in batch:
+            refused: list[tuple[Row, Exception]] = []
+            for index, row in enumerate(batch):
                 try:
                     await self._write([row])
-                except Exception:
-                    self.dropped += 1
-                    log.exception("%s: dropped a row the store refuses: %r", self.name, row)
+                except Exception as exc:
+                    if store_unavailable(exc):
+                        self._rows[:0] = [row for row, _ in refused] + batch[index:]
+                        self._stored(written)
+                        log.warning("%s: the store is unavailable (%s); %d rows kept", self.name, exc,
+                                    len(self._rows))
+                        return
+                    refused.append((row, exc))
                 else:
                     written.append(row)
+            if not written:
+                self._rows[:0] = batch  # it took nothing: the store, not these rows
+                return
+            for row, exc in refused:
+                self.dropped += 1
+                log.error("%s: dropped a row the store refuses (%s): %r", self.name, exc, row)
             self._stored(written)
 
     def _stored(self, rows: list[Row]) -> None:

@@ -62,3 +62,29 @@ async def test_rows_stored_one_by_one_still_reach_the_listeners(tmp_path: Path) 
     await writer.stop()
     assert sorted(offered) == ["good-1", "good-2"]
     await store.close()
+
+
+async def test_rows_survive_a_store_outage(tmp_path: Path) -> None:
+    """A database restart: every write fails for a while, then works. Nothing is dropped."""
+    store = SQLiteStore(tmp_path / "l.db")
+    await store.open()
+    down = {"until": time.monotonic() + 5}
+
+    async def write(rows: list[LedgerRow]) -> None:
+        if time.monotonic() < down["until"]:
+            raise ConnectionRefusedError(111, "Connection refused")
+        await store.write_ledger(rows)
+
+    writer: BatchWriter[LedgerRow] = BatchWriter(write, "ledger", interval_s=0.01)
+    writer.start()
+    for index in range(5):
+        writer.append(row(f"r{index}"))
+    await asyncio.sleep(5.5)  # past the writer's third failure, when it goes row by row
+    deadline = time.monotonic() + 10
+    while writer.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await writer.stop()
+    rows = await store.ledger_rows(LedgerQuery(tenant="acme", since=0, until=time.time() + 1))
+    assert sorted(r["request_id"] for r in rows) == [f"r{index}" for index in range(5)]
+    assert writer.dropped == 0
+    await store.close()
