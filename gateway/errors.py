@@ -170,9 +170,9 @@ def no_healthy_target(alias: str, retry_after: float) -> GatewayError:
     )
 
 
-def service_unavailable(message: str, retry_after: float = 1.0) -> GatewayError:
+def service_unavailable(message: str, retry_after: float = 1.0, code: str = "shutting_down") -> GatewayError:
     return GatewayError(
-        503, "service_unavailable", "shutting_down", message,
+        503, "service_unavailable", code, message,
         metric=METRIC_UPSTREAM, retry_after=retry_after,
     )
 

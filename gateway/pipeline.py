@@ -73,10 +73,12 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
         return await refuse(exchange, errors.service_unavailable(
             "The gateway is shutting down and this request ran past its drain timeout; retry it."))
     except Exception:
+        failure = errors.internal_error(exchange.request_id)
+        exchange.status, exchange.error_type = failure.status, failure.metric  # metered as the 500 it is
         if exchange.started_stream is None:
             raise  # the middleware answers with the envelope
         log.exception("request %s failed after its stream started", exchange.request_id)
-        return await refuse(exchange, errors.internal_error(exchange.request_id))
+        return await refuse(exchange, failure)
     finally:
         if enforcer is not None:
             enforcer.close(exchange.answer)

@@ -212,7 +212,13 @@ class Runtime:
         # hopeless either way). A throttled address gets no store lookups.
         self.auth_failures.check(request.remote)
         if key:
-            tenant = await self._minted_since_refresh(key)
+            try:
+                tenant = await self._minted_since_refresh(key)
+            except Exception as exc:
+                # A key minted since the last refresh cannot be looked up: unknown, not a bug.
+                log.warning("key store unavailable: %s", exc)
+                raise errors.service_unavailable("Keys cannot be checked right now (the store is unavailable); "
+                                                 "retry shortly.", code="store_unavailable") from None
         if tenant is None:
             self.auth_failures.failed(request.remote)
             raise errors.invalid_api_key()

@@ -194,3 +194,28 @@ async def test_redis_budget_holds_across_two_gateways(gateway_factory: Callable[
     served = [r for half in results for r in half if not isinstance(r, Exception)]
     assert len(served) == 10
     assert len(upstream_state.requests) == 10
+
+
+def test_limits_store_down_is_a_503_never_a_500(gateway_factory: Callable[..., Gateway],
+                                                openai_upstream: Server) -> None:
+    config = budget_config(openai_upstream, limits={"rpm": 100})
+    config["storage"] = {"redis_url": "redis://127.0.0.1:9/0"}  # nothing listens there
+    gateway = gateway_factory(config)
+    with pytest.raises(openai.APIStatusError) as raised:
+        OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.status_code == 503 and raised.value.body["code"] == "limits_unavailable"  # type: ignore
+    assert "retry-after" in raised.value.response.headers
+    errors_line = [line for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
+                   if line.startswith("lockgate_requests_total{") and 'tenant="acme"' in line]
+    assert errors_line and all('status="503"' in line for line in errors_line)  # metered as what it was
+
+
+def test_key_store_down_is_a_503_for_an_unknown_key(gateway_factory: Callable[..., Gateway],
+                                                    openai_upstream: Server, bg: BackgroundLoop) -> None:
+    gateway = gateway_factory(budget_config(openai_upstream))
+    bg.run(gateway.runtime.store.close())  # the store goes away (a database outage)
+    response = httpx.get(f"{gateway.base_url}/models", headers={"Authorization": "Bearer lg-minted-elsewhere"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
+    known = httpx.get(f"{gateway.base_url}/models", headers={"Authorization": f"Bearer {TENANT_KEY}"})
+    assert known.status_code == 200  # keys already known still work

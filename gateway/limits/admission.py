@@ -7,11 +7,14 @@ refusal is a 429 with `Retry-After`; nothing is held for a refused request.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from gateway import errors
+from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.limits.concurrency import ConcurrencyCap
 from gateway.limits.quota import DEFAULT_OUTPUT_ESTIMATE, Hold, Quotas, budget_limits
@@ -20,6 +23,8 @@ from gateway.usage import Usage
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
+
+log = logging.getLogger("lockgate.limits")
 
 
 def output_cap(body: dict) -> int | None:
@@ -92,10 +97,25 @@ class Admission:
             cost = max((price.cost(estimate) for target in route.targets
                         if (price := prices.price(target.model)) is not None), default=0.0)
         exchange.reserved_tokens = tokens
-        return await self.quotas.take(tenant, route.alias, tokens, cost, time.time())
+        try:
+            return await self.quotas.take(tenant, route.alias, tokens, cost, time.time())
+        except GatewayError:
+            raise
+        except Exception as exc:
+            # Budgets must hold: when their counters cannot be read (Redis down or restarting),
+            # the request waits for them rather than spending blind.
+            log.warning("limits store unavailable for tenant %s: %s", tenant.name, exc)
+            raise errors.service_unavailable(
+                "Rate limits and budgets cannot be checked right now (their store is unavailable); retry "
+                "shortly.", code="limits_unavailable") from None
 
     async def _settle(self, exchange: Exchange, hold: Hold) -> None:
         await self.runtime.meter.estimate_off_loop(exchange)
         usage, cost = self.runtime.meter.finalize(exchange)
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
-        await self.quotas.settle(hold, tokens, cost or 0.0, time.time())
+        try:
+            await self.quotas.settle(hold, tokens, cost or 0.0, time.time())
+        except Exception:
+            # The answer is already the client's; the ledger has its cost. Only the shared
+            # counters miss it (budgets re-seed from the ledger on restart and reload).
+            log.exception("could not settle the limits of request %s", exchange.request_id)
