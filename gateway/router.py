@@ -67,12 +67,13 @@ class Target:
     @asynccontextmanager
     async def slot(self, wait_s: float | None) -> AsyncIterator[None]:
         """Hold one of the target's `max_concurrent` slots, waiting up to `wait_s` for one."""
-        if self.slots is None:
+        slots = self.slots  # a reload may replace the cap: give back the slot that was taken
+        if slots is None:
             yield
             return
         try:
             async with asyncio.timeout(wait_s):
-                await self.slots.acquire()
+                await slots.acquire()
         except TimeoutError:
             raise errors.rate_limited(
                 f"Every target is at its concurrency cap ({self.provider.name}/{self.model}: "
@@ -80,7 +81,7 @@ class Target:
         try:
             yield
         finally:
-            self.slots.release()
+            slots.release()
 
     def observe_latency(self, seconds: float) -> None:
         if self.latency_ewma_s == 0.0:

@@ -60,9 +60,9 @@ class ReloadResult:
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
-    """Settings a running process cannot change (the socket, the storage)."""
+    """Settings a running process cannot change (the socket and its HTTP parser, the storage)."""
     changed = []
-    for name in ("host", "port"):
+    for name in ("host", "port", "header_timeout_s", "max_header_bytes"):
         if getattr(old.server, name) != getattr(new.server, name):
             changed.append(f"server.{name}")
     if old.storage != new.storage:
@@ -161,7 +161,12 @@ class Runtime:
         key = (provider.name, spec.model)
         known = self._targets.get(key)
         if known is not None and known.provider is provider:
+            # The same target keeps its state (circuit, latency, requests in flight) and takes
+            # the new settings: requests holding a slot of an old cap release that one.
+            if spec.max_concurrent != known.config.max_concurrent:
+                known.slots = asyncio.Semaphore(spec.max_concurrent) if spec.max_concurrent else None
             known.config, known.timeouts = spec, target_timeouts(model, spec)
+            known.breaker.config = model.circuit
             return known
         gauge = self.metrics.circuit_open(provider.name, spec.model)
         breaker = CircuitBreaker(model.circuit, on_change=lambda state: gauge.set(1 if state == OPEN else 0))

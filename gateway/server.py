@@ -89,10 +89,11 @@ async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = Fals
     try:
         await stop.wait()
     finally:
-        log.info("draining: waiting up to %.0fs for in-flight requests", server.drain_timeout_s)
+        drain_s = runtime.snapshot.config.server.drain_timeout_s  # as reloaded since the start
+        log.info("draining: waiting up to %.0fs for in-flight requests", drain_s)
         await site.stop()  # no new connections; /readyz answers 503
         runner.close_idle_connections()
-        await runtime.drain(server.drain_timeout_s)
+        await runtime.drain(drain_s)
         await runner.cleanup()  # closes idle connections, then the runtime flushes the ledger
         log.info("stopped")
 

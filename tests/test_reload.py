@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -108,3 +109,32 @@ def test_a_replaced_provider_is_closed_once_nothing_can_use_it(gateway: Gateway,
     assert not old._session.closed  # type: ignore[attr-defined]  # requests may still be using it ...
     bg.run(gateway.runtime.stop())
     assert old._session is None or old._session.closed  # type: ignore[attr-defined]  # ... never past the end
+
+
+def test_reload_applies_a_targets_cap_and_circuit_settings(gateway: Gateway, upstream_state: State) -> None:
+    def set_route(**settings: object) -> None:
+        config = yaml.safe_load(gateway.config_path.read_text())
+        route = config["models"]["gpt-test"]
+        route["targets"][0]["max_concurrent"] = settings.pop("max_concurrent")
+        route.update(settings)
+        config["server"]["queue_timeout_s"] = 0.2
+        gateway.config_path.write_text(yaml.safe_dump(config))
+        assert reload(gateway).json()["status"] == "ok"
+
+    def burst() -> list[int]:
+        upstream_state.queue += [Script(content="ok", delay_s=0.6) for _ in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            return sorted(pool.map(lambda _: httpx.post(
+                f"{gateway.base_url}/chat/completions", headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}, timeout=30
+            ).status_code, range(2)))
+
+    set_route(max_concurrent=1)
+    assert burst() == [200, 429]
+    set_route(max_concurrent=10, circuit={"failures": 1, "cooldown_s": 60}, retry={"attempts": 1})
+    assert burst() == [200, 200]  # the new cap holds, not the one the target was built with
+    upstream_state.queue[:] = [Script(status=500)]  # the refused request's answer was never taken
+    httpx.post(f"{gateway.base_url}/chat/completions", headers={"Authorization": f"Bearer {TENANT_KEY}"},
+               json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+    circuits = httpx.get(f"{gateway.url}/readyz").json()["circuits"]
+    assert "open" in circuits.values()  # one failure opens it now
