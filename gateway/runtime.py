@@ -106,7 +106,7 @@ class Runtime:
         self.snapshot = self.build_snapshot(bundle)
         self.meter = Meter(self.metrics, self.snapshot.prices, self.ledger)
         self.limit_backend = open_backend(config.storage.redis_url)
-        self.admission = Admission(self, Quotas(self.limit_backend, self.metrics))
+        self.admission = Admission(self, Quotas(self.limit_backend, self.metrics, self._ledger_spend))
         self.started_at = time.time()
         self.auth_failures = AuthFailures(config.server.auth_failures_per_minute)
         self._reload_lock = asyncio.Lock()
@@ -296,6 +296,11 @@ class Runtime:
         """Wait until every finished request is in the ledger's buffer (estimates take a thread)."""
         if self._estimating:
             await asyncio.gather(*self._estimating, return_exceptions=True)
+
+    async def _ledger_spend(self, tenant: str, since: float) -> float:
+        """What the ledger says `tenant` spent since `since`, this process's last rows included."""
+        await self.ledger_settled()
+        return await self.store.spend_since(tenant, since)
 
     async def ledger_settled(self) -> None:
         """Every finished request is in the store: for readers of the ledger (usage, requests)."""

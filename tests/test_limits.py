@@ -219,3 +219,19 @@ def test_key_store_down_is_a_503_for_an_unknown_key(gateway_factory: Callable[..
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
     known = httpx.get(f"{gateway.base_url}/models", headers={"Authorization": f"Bearer {TENANT_KEY}"})
     assert known.status_code == 200  # keys already known still work
+
+
+async def test_redis_budget_survives_a_redis_restart(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
+                                                     upstream_state: State, redis_db: str) -> None:
+    import redis
+
+    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, budget={"usd_per_day": BUDGET})
+    queue_calls(upstream_state, 40)
+    assert len([r for r in await burst(one, 5) if not isinstance(r, Exception)]) == 5
+    client = redis.Redis.from_url(redis_db)
+    client.flushdb()  # Redis restarted without persistence: every counter is gone
+    client.close()
+    results = await asyncio.gather(burst(one, 10), burst(two, 10))
+    served = [r for half in results for r in half if not isinstance(r, Exception)]
+    assert len(served) == 5  # the ledger's $0.05 still counts: 10 in all, as before the restart
+    assert len(upstream_state.requests) == 10

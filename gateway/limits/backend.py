@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class BudgetUnseeded(Exception):
+    """The spend counter does not exist (a new period, or a shared store that restarted and
+    lost it): it must be seeded from the ledger before anything is reserved against it."""
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetState:
     spent: float
@@ -35,7 +40,8 @@ class LimitBackend(Protocol):
         ...
 
     async def reserve_budget(self, key: str, amount: float, budget: float, ttl_s: float) -> BudgetState | None:
-        """Reserve `amount`; None when admitted, else the state that refused it."""
+        """Reserve `amount`; None when admitted, else the state that refused it. A shared
+        backend raises BudgetUnseeded when the spend counter is missing."""
         ...
 
     async def settle_budget(self, key: str, reserved: float, actual: float, ttl_s: float) -> float:

@@ -10,13 +10,14 @@ one request's actual and estimated cost.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway import errors
 from gateway.config import TenantConfig
-from gateway.limits.backend import LimitBackend
+from gateway.limits.backend import BudgetUnseeded, LimitBackend
 from gateway.metrics import Metrics
 
 MINUTE = 60.0
@@ -71,10 +72,15 @@ class Hold:
     """(period, amount reserved, budget)."""
 
 
+SpendSince = Callable[[str, float], Awaitable[float]]
+"""(tenant, since) -> the spend the ledger holds since then."""
+
+
 class Quotas:
-    def __init__(self, backend: LimitBackend, metrics: Metrics) -> None:
+    def __init__(self, backend: LimitBackend, metrics: Metrics, spend_since: SpendSince | None = None) -> None:
         self.backend = backend
         self.metrics = metrics
+        self._spend_since = spend_since
 
     async def take(self, tenant: TenantConfig, alias: str, tokens: int, cost: float, now: float) -> Hold:
         """Count the request against every limit, or raise 429 and count nothing more."""
@@ -115,7 +121,13 @@ class Quotas:
         refusals = []
         for name, budget in budget_limits(tenant).items():
             period = periods(now)[name]
-            refused = await self.backend.reserve_budget(period.key(tenant.name), cost, budget, period.ttl_s(now))
+            key, ttl = period.key(tenant.name), period.ttl_s(now)
+            try:
+                refused = await self.backend.reserve_budget(key, cost, budget, ttl)
+            except BudgetUnseeded:
+                spent = await self._spend_since(tenant.name, period.start) if self._spend_since else 0.0
+                await self.backend.seed_budget(key, spent, ttl)
+                refused = await self.backend.reserve_budget(key, cost, budget, ttl)
             if refused is None:
                 hold.budgets.append((period, cost, budget))
             else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.limits.backend import BudgetState
+from gateway.limits.backend import BudgetState, BudgetUnseeded
 
 PREFIX = "lockgate:"
 
@@ -30,9 +30,12 @@ redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now + p
 return '0'
 """
 
-# KEYS[1] spent, KEYS[2] reserved; ARGV: amount, budget, ttl_s
+# KEYS[1] spent, KEYS[2] reserved; ARGV: amount, budget, ttl_s. A missing spend counter
+# (Redis restarted, or a new period) is not zero spend: the caller seeds it from the ledger.
 _RESERVE = """
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local spent_raw = redis.call('GET', KEYS[1])
+if not spent_raw then return {'-1', '0', '0'} end
+local spent = tonumber(spent_raw)
 local reserved = tonumber(redis.call('GET', KEYS[2]) or '0')
 local amount, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
 if spent + reserved + amount > budget then return {'0', tostring(spent), tostring(reserved)} end
@@ -46,6 +49,7 @@ _SETTLE = """
 local reserved = tonumber(redis.call('GET', KEYS[2]) or '0') - tonumber(ARGV[1])
 if reserved < 0 then reserved = 0 end
 redis.call('SET', KEYS[2], tostring(reserved), 'EX', ARGV[3])
+if not redis.call('GET', KEYS[1]) then return '0' end  -- lost: the next reservation re-seeds it
 local spent = redis.call('INCRBYFLOAT', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return spent
@@ -71,6 +75,8 @@ class RedisBackend:
     async def reserve_budget(self, key: str, amount: float, budget: float, ttl_s: float) -> BudgetState | None:
         admitted, spent, reserved = await self._reserve(
             keys=[f"{PREFIX}{key}:spent", f"{PREFIX}{key}:reserved"], args=[repr(amount), repr(budget), int(ttl_s)])
+        if int(admitted) < 0:
+            raise BudgetUnseeded(key)
         if int(admitted):
             return None
         return BudgetState(float(spent), float(reserved))
