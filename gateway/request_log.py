@@ -208,8 +208,12 @@ def _masker(name: str, validate: Callable[[str], bool] | None) -> Callable[[Any]
     return mask
 
 
+_CONTROL = str.maketrans({code: "?" for code in (*range(32), 127)})
+
+
 def _clip(value: str | None) -> str | None:
-    return value[:LABEL_LIMIT] if value is not None else None
+    """A value the client chose, short and on one line (a text log line cannot be forged)."""
+    return value[:LABEL_LIMIT].translate(_CONTROL) if value is not None else None
 
 
 def _ms(seconds: float) -> float:

@@ -269,3 +269,14 @@ def test_a_stdout_nobody_reads_holds_no_request(tmp_path: Path) -> None:
     # 400 JSON lines are several times what a pipe holds: the writer thread blocks, requests do not.
     output = serve_and_call(tmp_path, "json", requests=400)
     assert sum(1 for line in output if '"logger":"lockgate.requests"' in line) == 400
+
+
+def test_an_agent_name_cannot_forge_log_lines(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
+                                              upstream_state: State, lines: Lines) -> None:
+    gateway = gateway_factory(logged_config(openai_upstream.url))
+    upstream_state.queue.append(Script(content="ok"))
+    forged = "bot\nreq_FORGED admin/root chat gpt-test -> upstream/x 200"
+    chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
+                   "metadata": {"agent": forged}})
+    [entry] = lines.wait_for(1)
+    assert entry["agent"] == "bot?req_FORGED admin/root chat gpt-test -> upstream/x 200"
