@@ -59,6 +59,10 @@ def make_runner(app: web.Application, server: ServerConfig) -> GuardedRunner:
                          max_field_size=server.max_header_bytes, max_line_size=server.max_header_bytes)
 
 
+class StartupError(Exception):
+    """The gateway could not start (its store or limits backend cannot be reached)."""
+
+
 async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = False,
                 ready: asyncio.Event | None = None, announce: bool = True) -> None:
     config = bundle.config
@@ -66,7 +70,10 @@ async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = Fals
     app = create_app(runtime)
     server = config.server
     runner = make_runner(app, server)
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the store and the limits backend
+    except Exception as exc:
+        raise StartupError(f"{type(exc).__name__}: {exc}") from exc
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
     await site.start()
     tune_gc()
@@ -102,6 +109,9 @@ def run(bundle: Bundle, host: str, port: int, *, reuse_port: bool = False) -> in
     install_uvloop()
     try:
         asyncio.run(serve(bundle, host, port, reuse_port=reuse_port))
+    except StartupError as exc:
+        print(f"lockgate: cannot start: {exc}; check storage.url and storage.redis_url", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"lockgate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ def quickstart(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str
     output = ""
     deadline = time.monotonic() + 30
     assert process.stdout is not None
-    while "listening" not in output and time.monotonic() < deadline:
+    while "starting on" not in output and time.monotonic() < deadline:
         output += process.stdout.readline()
     key = re.search(r"OPENAI_API_KEY=(\S+)", output)
     base = re.search(r"OPENAI_BASE_URL=(\S+)", output)
@@ -98,3 +98,13 @@ def test_quickstart_serves_the_openai_sdk_with_the_printed_key(quickstart, tmp_p
 def test_keys_create_refuses_unknown_tenant(tmp_path: Path) -> None:
     result = lockgate("keys", "create", "--tenant", "nobody", cwd=tmp_path)
     assert result.returncode == 1 and "unknown tenant 'nobody'" in result.stderr
+
+
+def test_an_unreachable_store_is_a_clear_startup_error(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("storage: {url: 'postgresql://lockgate@127.0.0.1:9/lockgate'}\n"
+                      "providers: {mock: {type: mock}}\nmodels: {m: {targets: [{provider: mock, model: mock-1}]}}\n")
+    result = lockgate("serve", "--config", str(config), "--port", str(free_port()), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "storage.url" in result.stderr, result.stderr
+    assert "cannot listen" not in result.stderr and "Traceback" not in result.stderr

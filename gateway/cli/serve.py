@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace, bundle: Bundle) -> int:
         print(f"  admin key:     {DEMO_ADMIN_KEY}  (for /admin and /ui)")
         print("  models: " + ", ".join(config.models))
         print("These demo keys are public: use your own config (--config) for anything real.", flush=True)
-    print(f"Lockgate listening on http://{host}:{port}" +
+    print(f"Lockgate starting on http://{host}:{port}" +
           (f" with {args.workers} workers" if args.workers > 1 else ""), flush=True)
     if args.workers > 1:
         if not config.storage.redis_url:
