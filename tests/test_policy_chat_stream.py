@@ -81,33 +81,39 @@ _cuts = st.lists(st.integers(min_value=0, max_value=60), max_size=6)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(policy=st.sampled_from([WHITELIST, NOT_ROOT]), blocked_first=st.booleans(),
+@given(policy=st.sampled_from([WHITELIST, NOT_ROOT]), blocked_first=st.booleans(), split_names=st.booleans(),
        cuts=st.tuples(_cuts, _cuts, _cuts, _cuts), text_cuts=_cuts)
-def test_any_split_never_leaks_the_blocked_call(tmp_path: Path, policy: str, blocked_first: bool,
+def test_any_split_never_leaks_the_blocked_call(tmp_path: Path, policy: str, blocked_first: bool, split_names: bool,
                                                 cuts: tuple, text_cuts: list[int]) -> None:
     calls = [BLOCKED, ALLOWED] if blocked_first else [ALLOWED, BLOCKED]
     text = [chunk({"content": part}) for part in _pieces("Checking the weather, then cleaning up.", text_cuts)]
     chunks = [chunk({"role": "assistant", "content": ""}), *text]
+    name_cuts = [cuts[2 * index] if split_names else [] for index in range(len(calls))]
     for index, call in enumerate(calls):
-        chunks += _call_chunks(index, call, cuts[2 * index], cuts[2 * index + 1])
+        chunks += _call_chunks(index, call, name_cuts[index], cuts[2 * index + 1])
     chunks.append(chunk({}, "tool_calls"))
     fed = copy.deepcopy(chunks)
 
     gate = ChatStreamGate(tenant(tmp_path, policy), facts())
     items, per_feed = run_chat(gate, chunks)
-    out = json.dumps(emitted(items))
+    out = json.dumps([item.payload for item in items if isinstance(item, Emit)])
     assert "delete_files" not in out.replace("Tool call 'delete_files' was blocked", "")
     assert '\\"recursive\\"' not in out and "call_D2" not in out
+    assert chunks == fed  # the gate never mutates what it was fed
+    for position, payload in enumerate(chunks):  # text goes out in the feed it arrived in
+        if payload["choices"][0]["delta"].get("content"):
+            assert per_feed[position] >= 1
+    if any(len(_pieces(call[1], cuts)) > 1 for call, cuts in zip(calls, name_cuts, strict=True)):
+        # A name sent in pieces has no one meaning (clients join, or keep the first or
+        # the last piece): the stream fails closed, whichever call it was.
+        assert isinstance(items[-1], Fail) and "more than one piece" in items[-1].message, items[-1]
+        return
     final = chat_final(items).choices[0]
     [allowed] = final.message.tool_calls
     assert (allowed.id, allowed.function.name, allowed.function.arguments) == ALLOWED
     assert final.finish_reason == "tool_calls"
     assert "was blocked by policy rule" in (final.message.content or "")
     assert final.message.content.startswith("Checking the weather, then cleaning up.")
-    assert chunks == fed  # the gate never mutates what it was fed
-    for position, payload in enumerate(chunks):  # text goes out in the feed it arrived in
-        if payload["choices"][0]["delta"].get("content"):
-            assert per_feed[position] >= 1
 
 
 def test_text_is_not_held_while_a_call_is(tmp_path: Path) -> None:
@@ -156,6 +162,17 @@ MALFORMED = [
     ("name grows after the check", [
         chunk({"tool_calls": [call_delta(0, call_id="c", name="get_weather", arguments="{")]}),
         chunk({"tool_calls": [call_delta(0, name="_and_delete_files")]}),
+    ]),
+    ("name sent in two pieces", [
+        chunk({"tool_calls": [call_delta(0, call_id="c", name="get_weather")]}),
+        chunk({"tool_calls": [call_delta(0, name="_and_delete_files", arguments="{}")]}),
+    ]),
+    ("choice index not an int", [chunk({}) | {"choices": [
+        {"index": 1.0, "delta": {"tool_calls": [call_delta(0, call_id="c", name="get_weather")]},
+         "finish_reason": None}]}]),
+    ("function and custom objects differ", [
+        chunk({"tool_calls": [{"index": 0, "id": "c", "type": "custom", "function": {"name": "get_weather"},
+                               "custom": {"name": "x_and_delete_files", "input": "y"}}]}),
     ]),
 ]
 
@@ -222,14 +239,15 @@ def test_a_name_that_grows_after_the_check_fails_closed_even_while_awaiting(tmp_
               chunk({}, "tool_calls")]
     items, _ = run_chat(gate, chunks, approve=True)
     assert [type(item) for item in items] == [Fail] and "changed its name" in items[0].message
-    # Split before its arguments start, the name is judged whole: the deny list blocks it.
+    # Split before its arguments start, the name still fails closed: clients disagree
+    # on what two pieces mean (`db_drop_all`, `drop_all` or `db_`).
     gate = ChatStreamGate(tenant(tmp_path, NO_DROP), facts())
     chunks = [chunk({"tool_calls": [call_delta(0, call_id="a", name="db_")]}),
               chunk({"tool_calls": [{"index": 0, "function": {"name": "drop_all", "arguments": "{}"}}]}),
               chunk({}, "tool_calls")]
     items, _ = run_chat(gate, chunks)
-    assert not chat_final(items).choices[0].message.tool_calls
-    assert [decision.label for decision in gate.decisions] == ["team/never-drop=deny"]
+    assert [type(item) for item in items] == [Fail] and "more than one piece" in items[0].message
+    assert gate.decisions[-1].error and gate.decisions[-1].rule == "never-drop"
 
 
 SHADOW_WHITELIST = WHITELIST + "    shadow: true\n"

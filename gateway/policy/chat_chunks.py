@@ -1,8 +1,9 @@
 """Reading and writing `chat.completion.chunk` dicts for the chat stream gate.
 
-Pure helpers: what a tool-call delta carries, whether a chunk holds one call delta and
-nothing else, chunks the gate writes itself, a call moved to another index, and the
-rule that each choice's `role` is sent once.
+Pure helpers: what a tool-call delta carries (and whether clients could read it two
+ways), whether a choice index is one every client reads alike, whether a chunk holds
+one call delta and nothing else, chunks the gate writes itself, a call moved to another
+index, and the rule that each choice's `role` is sent once.
 """
 
 from __future__ import annotations
@@ -14,14 +15,48 @@ from gateway.policy.gating import Emit, GateItem
 LEGACY = "function_call"
 
 
-def fragments(entry: dict, source: str) -> tuple[str, str]:
-    """(name fragment, arguments fragment) of a tool-call delta (function or custom)."""
-    spec = entry if source == LEGACY else entry.get("function") or entry.get("custom") or {}
+# What a tool-call delta's `type` says to read, and the field its arguments are in.
+_SPECS = {"function": "arguments", "custom": "input"}
+_OTHER = {"function": "custom", "custom": "function"}
+
+
+def declared_type(entry: dict, source: str) -> str | None:
+    """The type a tool-call delta declares: "function", "custom", "" (none: continuation
+    deltas name none), or None for a type the gate cannot read."""
+    if source == LEGACY:
+        return "function"
+    kind = entry.get("type")
+    if kind is None:
+        return ""
+    return kind if isinstance(kind, str) and kind in _SPECS else None
+
+
+def fragments(entry: dict, source: str, kind: str) -> tuple[str, str] | None:
+    """(name fragment, arguments fragment) of a tool-call delta of `kind` ("function" or
+    "custom"), read from the object its type names, as the non-streamed gate does. None
+    when the other object says something else: clients differ on which one they read
+    (some take `function` whatever the type), so no one reading is safe to judge."""
+    if source == LEGACY:
+        return _read(entry, "arguments")
+    read = _read(entry.get(kind), _SPECS[kind])
+    other_kind = _OTHER[kind]
+    other = _read(entry.get(other_kind), _SPECS[other_kind])
+    return read if other == ("", "") or other == read else None
+
+
+def _read(spec: Any, field: str) -> tuple[str, str]:
     if not isinstance(spec, dict):
         return "", ""
-    name = spec.get("name")
-    arguments = spec.get("arguments", spec.get("input"))
+    name, arguments = spec.get("name"), spec.get(field)
     return (name if isinstance(name, str) else "", arguments if isinstance(arguments, str) else "")
+
+
+def plain_index(index: Any) -> bool:
+    """Whether a choice index is a plain non-negative int. Clients coerce others their
+    own way (1.0 or "1" to choice 1, True to 1, -1 to the last choice of a list), so
+    the gate cannot know which choice such a delta joins. `type() is` is the cheap test
+    that also excludes bool."""
+    return type(index) is int and index >= 0
 
 
 def meaningful(choice: dict) -> bool:

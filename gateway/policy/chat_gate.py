@@ -2,17 +2,20 @@
 
 Text deltas go out in the same `feed` call (a response-stage redaction rule may keep
 a short tail back). A tool call's own deltas are held only until the rules can judge
-it: its name is treated as known once its arguments start (so a name split across
-deltas is judged whole), and when a rule reads arguments, until they are complete
-(the next call starts, the choice finishes, or the stream ends). Calls are judged only
+it: its name is treated as known once its arguments start (the name comes whole in
+one delta: a second piece fails the stream, see `streamcalls`), and when a rule reads
+arguments, until they are complete (the next call starts, the choice finishes, or the
+stream ends). Calls are judged only
 once every delta of a chunk is taken in, because one chunk may carry the end of a call
 and the start of the next (in either order). An allowed call is then released as it
 came: the same chunk objects when a chunk held nothing else, otherwise one chunk per
 held delta; only its `index` changes when an earlier call was removed, because clients
 keep tool calls in a list by index. A blocked call never reaches the client: it is
 replaced by a text delta naming the rule, or ends the stream (`on_violation: error`).
-A call that changes after it was checked, a delta without a valid index, or an index
-that goes back to a new call fails the stream closed.
+A call that changes after it was checked, a delta without a valid index, an index
+that goes back to a new call, a choice index that is not a plain int, or a call delta
+clients could read two ways (a `function` and a `custom` object that disagree, a type
+the gate does not know or that changes) fails the stream closed.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from typing import Any
 from gateway.policy.chat_chunks import (
     LEGACY,
     RoleOnce,
+    declared_type,
     fragments,
     meaningful,
+    plain_index,
     reindexed,
     single_call_chunk,
     synthetic,
@@ -160,8 +165,15 @@ class ChatStreamGate:
             # A chunk the gate cannot read is never passed on unjudged: it fails closed.
             if not isinstance(choices, list) or not all(isinstance(data, dict) for data in choices):
                 return self._malformed("the chunk's choices are not a list of objects", unreadable=fed)
-            if not all(isinstance(data.get("delta", {}), dict) for data in choices):
-                return self._malformed("a choice's delta is not an object", unreadable=fed)
+            # One pass: this runs for every text delta.
+            for data in choices:
+                if not isinstance(data.get("delta", {}), dict):
+                    return self._malformed("a choice's delta is not an object", unreadable=fed)
+                # Which choice its deltas (text included) belong to is unknown, so the
+                # chunk is unreadable: clients would put "1.0" in choice 1, the gate could
+                # only guess (and once merged it into choice 0).
+                if not plain_index(data.get("index")):
+                    return self._malformed("a choice has no valid 'index'", unreadable=fed)
             self._envelope = {key: value for key, value in chunk.items() if key not in ("choices", "usage")}
             # How much each call held before this chunk, should it have to go on as it came.
             held_before = ({key: len(call.held) for key, call in self._calls.items()}
@@ -188,7 +200,7 @@ class ChatStreamGate:
         whole = self._gate_tools and single_call_chunk(fed.chunk)
         parts = []
         for data in choices:
-            choice = self._choice(data.get("index", 0))
+            choice = self._choice(data["index"])
             delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
             kept = dict(delta)
             if self._gate_tools:
@@ -261,7 +273,11 @@ class ChatStreamGate:
             call = self._call_for(choice, entry, source, out)
             if call is None:
                 return kept, held
-            name, arguments = fragments(entry, source)
+            read = self._fragments(call, entry, source)
+            if isinstance(read, str):
+                out.extend(self._malformed(read, call))
+                return kept, held
+            name, arguments = read
             why = self._checker.tampered(call, name, arguments)
             if why is not None:
                 out.extend(self._malformed(why, call))
@@ -274,12 +290,28 @@ class ChatStreamGate:
             held = True
             call.name_parts.append(name)
             call.argument_parts.append(arguments)
-            if source == "tool_calls" and isinstance(entry.get("type"), str) and entry["type"] == "custom":
-                call.is_json = False
             call.held.append(Emit(whole, True) if whole is not None else self._piece(choice, entry, source))
         if LEGACY in kept:
             kept[LEGACY] = kept[LEGACY][0]
         return kept, held
+
+    @staticmethod
+    def _fragments(call: StreamCall, entry: dict, source: str) -> tuple[str, str] | str:
+        """(name, arguments) of a call's delta, read as its type says; or why it cannot be
+        read one way only. The call's first delta fixes its type (continuation deltas
+        name none); clients that switch objects mid-call would assemble something else."""
+        kind = declared_type(entry, source)
+        if kind is None:
+            return f"a tool call delta has an unknown 'type' ({str(entry.get('type'))[:40]!r})"
+        if not call.kind:
+            call.kind = kind or "function"
+            call.is_json = call.kind == "function"
+        elif kind and kind != call.kind:
+            return f"tool call '{call.name}' changed its type from {call.kind} to {kind}"
+        read = fragments(entry, source, call.kind)
+        if read is None:
+            return f"a tool call delta carries a 'function' and a 'custom' object that differ ({call.kind} call)"
+        return read
 
     def _call_for(self, choice: _Choice, entry: Any, source: str, out: list[GateItem]) -> StreamCall | None:
         if not isinstance(entry, dict):
@@ -421,8 +453,7 @@ class ChatStreamGate:
 
     # -- chunk building -----------------------------------------------------------
 
-    def _choice(self, index: Any) -> _Choice:
-        index = index if isinstance(index, int) else 0
+    def _choice(self, index: int) -> _Choice:
         choice = self._choices.get(index)
         if choice is None:
             text = self._policies.response_text_filter(self._facts) if self._filter_text else None

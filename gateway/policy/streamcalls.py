@@ -10,6 +10,11 @@ Both stream gates (Chat Completions and Responses) share this life cycle:
 A pending call's output is held; a released call's output goes out as it arrives; a
 blocked call's output is dropped and replaced by the gate.
 
+A call's name comes whole in one delta (OpenAI sends it in the call's first). A second
+non-empty name piece fails the stream even before the check: clients disagree on what
+two pieces mean (the OpenAI SDK joins them, the Agents SDK keeps the last, others the
+first), so no one name the gate could judge is the one the client runs.
+
 Once judged, a call may not change what it was judged (or approved) on: its name
 never, its arguments once they were complete (the rules or the human saw them whole).
 Only a call judged on its name alone may stream its arguments on.
@@ -44,6 +49,8 @@ class StreamCall:
     # Set when the stream states the complete arguments (Responses `...done` events).
     final_arguments: str | None = None
     is_json: bool = True
+    # Chat: "function" or "custom", fixed by the call's first delta; "" until then.
+    kind: str = ""
     held: list[Emit] = field(default_factory=list)
     state: State = "pending"
     deciding: Decision | None = None
@@ -105,12 +112,18 @@ class CallChecker:
         return "release" if approved else "block"
 
     def tampered(self, call: StreamCall, name_fragment: str, argument_fragment: str) -> str | None:
-        """Why more output for an already judged call must fail the stream, or None.
+        """Why more output for a call must fail the stream, or None.
 
-        A name that grows after the check (`db_` + `drop_all`) was never judged whole;
+        A second name piece, before the check, has no one meaning (module docstring). A
+        name that grows after the check (`db_` + `drop_all`) was never judged whole;
         arguments that grow after they were judged complete were never judged at all.
+        A blocked call's output is dropped whatever it says.
         """
-        if call.state in ("pending", "blocked"):
+        if call.state == "pending":
+            if name_fragment and any(call.name_parts):
+                return f"tool call '{call.name}' sent its name in more than one piece"
+            return None
+        if call.state == "blocked":
             return None
         if name_fragment:
             return f"tool call '{call.name}' changed its name after it was checked"
