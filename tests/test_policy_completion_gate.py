@@ -142,3 +142,44 @@ def test_responses_items_sharing_a_call_id_are_each_decided_on_their_own(tmp_pat
     output = Response.model_validate(body).output
     assert [item.type for item in output] == ["message", "function_call"]
     assert output[1].arguments == SAME_ID[1][1]  # type: ignore[union-attr]
+
+
+# -- chat content given as a list of parts -------------------------------------------
+
+REDACT_KEYS = "policy: team\nrules:\n  - name: no-keys-out\n    stage: response\n    action: redact\n" \
+              "    detectors: [openai_key]\n"
+KEY = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX"
+
+
+def _list_answer(content: list, calls: list[tuple[str, str]] | None = None) -> dict:
+    answer = _chat_answer(calls or [])
+    message = answer["choices"][0]["message"]
+    message["content"] = content
+    if not calls:
+        message.pop("tool_calls")
+        answer["choices"][0]["finish_reason"] = "stop"
+    return answer
+
+
+def test_chat_content_parts_are_redacted(tmp_path: Path) -> None:
+    # Some OpenAI-compatible servers send `content` as parts, as requests may.
+    answer = _list_answer([{"type": "text", "text": f"Your key is {KEY}."}, {"type": "text", "text": "Bye."}])
+    body, error, decisions = _gate({"policy": REDACT_KEYS, "api": "chat"}, tmp_path,
+                                   copy.deepcopy(answer)).finish()
+    assert error is None and body is not None
+    assert body["choices"][0]["message"]["content"] == [{"type": "text", "text": "Your key is [REDACTED]."},
+                                                        {"type": "text", "text": "Bye."}]
+    assert KEY not in json.dumps(body)
+    assert [d.label for d in decisions] == ["team/no-keys-out=redact"]
+
+
+def test_a_blocked_call_beside_content_parts_adds_a_part(tmp_path: Path) -> None:
+    policy = REDACT_KEYS + "  - name: no-delete\n    tools: {deny: [delete_file]}\n"
+    answer = _list_answer([{"type": "text", "text": f"Deleting with {KEY}"}], [("delete_file", "{}")])
+    body, error, _ = _gate({"policy": policy, "api": "chat"}, tmp_path, copy.deepcopy(answer)).finish()
+    assert error is None and body is not None
+    message = body["choices"][0]["message"]
+    assert "tool_calls" not in message and body["choices"][0]["finish_reason"] == "stop"
+    assert message["content"] == [{"type": "text", "text": "Deleting with [REDACTED]"},
+                                  {"type": "text", "text": "Tool call 'delete_file' was blocked by policy rule "
+                                                           "'no-delete'."}]

@@ -183,6 +183,9 @@ def _rebuild_choice(c_index: int, choice: Any, judged: dict[str, _Judged], text:
     content = message.get("content")
     if text is not None and isinstance(content, str):
         content = text.whole(content)
+    elif text is not None and isinstance(content, list):
+        # Some OpenAI-compatible servers answer with content parts; clients read every text.
+        content = [_redacted_part(part, text) for part in content]
     kept: dict[str, list] = {"tool_calls": [], "function_call": []}
     notes: list[str] = []
     for position, (field, call) in enumerate(_chat_calls(message)):
@@ -192,7 +195,10 @@ def _rebuild_choice(c_index: int, choice: Any, judged: dict[str, _Judged], text:
         else:
             kept[field].append(call)
     for note in notes:
-        content = (content or "") + separated(note, bool(content))
+        if isinstance(content, list):
+            content = [*content, {"type": "text", "text": note}]
+        else:
+            content = (content or "") + separated(note, bool(content))
     if content != message.get("content"):
         new_message["content"] = content
     if notes:
@@ -207,6 +213,16 @@ def _rebuild_choice(c_index: int, choice: Any, judged: dict[str, _Judged], text:
     if finish in ("tool_calls", "function_call") and notes and not (kept["tool_calls"] or kept["function_call"]):
         finish = "stop"
     return {**choice, "message": new_message, "finish_reason": finish}
+
+
+def _redacted_part(part: Any, text: TextFilter) -> Any:
+    """A chat content part with its text redacted (any part type: a client may show it)."""
+    if isinstance(part, str):
+        return text.whole(part)
+    if isinstance(part, dict) and isinstance(part.get("text"), str):
+        redacted = text.whole(part["text"])
+        return part if redacted == part["text"] else {**part, "text": redacted}
+    return part
 
 
 # -- Responses ----------------------------------------------------------------------

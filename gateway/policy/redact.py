@@ -69,14 +69,18 @@ class TextFilter:
         return self._scan(self._carry + text, final=False)
 
     def whole(self, text: str) -> str:
-        """One complete text (not streamed): scanned once, nothing held back."""
+        """One complete text (not streamed): scanned once, nothing held back. A text
+        that is streaming meanwhile keeps its held tail: a Responses stream may state a
+        part whole (in an item or snapshot) while another part's deltas are arriving."""
         if self.failure is not None:
             return ""
         if self._at_end is not None:
             self._seen_text.append(text)
         if not self.rules:
             return text
-        out = self._scan(self._carry + text, final=True)
+        carry, self._carry = self._carry, ""
+        out = self._scan(text, final=True)
+        self._carry = carry
         return "" if self.failure is not None else out
 
     def flush(self) -> str:

@@ -9,8 +9,18 @@ output index, by a message item naming the rule, so later output indexes stay
 valid. The terminal event (`response.completed` and kin) carries the whole output
 again, which clients such as the Agents SDK read their tool calls from: it is
 rewritten the same way, and any call item in it that was not streamed is judged
-there. Sequence numbers are renumbered when events are held back or replaced, so
-the client still sees 0, 1, 2, ...
+there. Sequence numbers are renumbered when events are held back or replaced.
+
+Response-stage text rules see every message text a client can read. A content part's
+deltas stream through the text filter, which may hold a tail back until the part ends
+(its done events, its item's done, the response's end: one more delta). A filled
+`content_part.added` / `output_item.added` is fed like a delta (the client appends the
+deltas to it); text first seen in a done event, `response.completed` or a lifecycle
+snapshot is redacted whole; then every statement of a part says what went out. Text
+the gate cannot place (an index that is not a plain int, no message announced there, a
+part going on after it ended, a text that is no string) fails the stream closed, as an
+unannounced tool call does: a client still shows it (JavaScript reads `0.0` as `0`),
+and redacting it whole would miss a key split across it and the part it continues.
 """
 
 from __future__ import annotations
@@ -32,7 +42,17 @@ from gateway.policy.gating import (
     failure,
 )
 from gateway.policy.model import Decision
-from gateway.policy.responses_items import message_events, message_item, with_texts
+from gateway.policy.responses_items import (
+    Sequencer,
+    UnreadableText,
+    is_message,
+    message_events,
+    message_item,
+    message_parts,
+    output_parts,
+    stated_message,
+    text_delta,
+)
 from gateway.policy.streamcalls import CallChecker, Step, StreamCall
 from gateway.policy.toolrefs import CALL_ITEM_TYPES, item_arguments, item_ref
 
@@ -42,6 +62,12 @@ _ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "respons
                               "response.custom_tool_call_input.delta"})
 _ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.mcp_call_arguments.done",
                             "response.custom_tool_call_input.done"})
+_DELTA = "response.output_text.delta"
+# Events about one content part of a message, and the text in it.
+_PART_EVENTS = frozenset({_DELTA, "response.output_text.done", "response.content_part.added",
+                          "response.content_part.done"})
+# They carry the response so far: a client (the OpenAI SDK) reads output items from them too.
+_LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress"})
 
 
 def _states_a_call(event_type: str, payload: dict) -> bool:
@@ -58,7 +84,9 @@ class _Item:
     call: StreamCall | None = None
     message: bool = False
     replacement: dict | None = None
-    # content_index -> the text that went out for that part (after redaction)
+    item_id: str = ""
+    # content_index -> the text that went out for that part (after redaction). A part
+    # in here has started: only the open part (the gate's `_open`) may get more.
     texts: dict[int, list[str]] = field(default_factory=dict)
 
 
@@ -71,11 +99,15 @@ class ResponsesStreamGate:
         self._checker = CallChecker(policies, facts, self._call_decisions)
         self._gate_tools = policies.has_tool_rules
         self._text = policies.response_text_filter(facts) if policies.has_response_rules else None
+        # Off once a malformed stream only shadow rules read goes on ungated (`_pass_on`).
+        self._text_on = self._text is not None
+        # The part whose deltas stream through the text filter, which holds its tail.
+        self._open: tuple[_Item, int] | None = None
         self._items: dict[int, _Item] = {}
         self._backlog: deque[tuple[str, dict]] = deque()
         self._holding: _Item | None = None
         self._failed = False
-        self._next_sequence: int | None = None
+        self._sequence = Sequencer()
 
     @property
     def decisions(self) -> list[Decision]:
@@ -100,7 +132,7 @@ class ResponsesStreamGate:
         self._holding = None
         out = self._apply(self._checker.resolve(item.call, approved), item, denied=not approved,
                           reason=reason)
-        return self._numbered(out) + self._drain()
+        return self._sequence.number(out) + self._drain()
 
     # -- processing ---------------------------------------------------------------
 
@@ -114,33 +146,45 @@ class ResponsesStreamGate:
                 self._backlog.appendleft(entry)
         if self._failed:
             self._backlog.clear()
-        return self._numbered(out)
+        return self._sequence.number(out)
 
     def _event(self, event_type: str, payload: dict) -> list[GateItem]:
-        if not (self._gate_tools or self._text) or not isinstance(payload, dict):
+        if not (self._gate_tools or self._text_on) or not isinstance(payload, dict):
             return [Emit(payload, True, event_type)]
-        if event_type == "response.output_item.added":
-            return self._item_added(event_type, payload)
-        if event_type in _TERMINAL:
-            return self._terminal(event_type, payload)
-        index = payload.get("output_index")
-        item = self._items.get(index) if isinstance(index, int) else None
-        if item is not None and item.call is not None:
-            return self._call_event(item, item.call, event_type, payload)
-        if self._gate_tools and _states_a_call(event_type, payload):
-            # No call was announced at this index, so none was judged: never relay it.
-            return self._malformed(f"a tool call event at output index {index!r} that no "
-                                   "'response.output_item.added' announced as a tool call", (event_type, payload))
-        if item is not None and item.message and self._text is not None:
-            return self._text_event(item, event_type, payload)
-        return [Emit(payload, True, event_type)]
+        try:
+            if event_type == "response.output_item.added":
+                return self._item_added(event_type, payload)
+            if event_type in _TERMINAL:
+                return self._terminal(event_type, payload)
+            index = payload.get("output_index")
+            if index is not None and (type(index) is not int or index < 0):  # not isinstance: True is an int
+                raise UnreadableText(f"output index {index!r} is not a non-negative integer")
+            item = self._items.get(index) if index is not None else None
+            if self._text_on and event_type in _PART_EVENTS:
+                return self._text_event(item, index, event_type, payload)
+            if item is not None and item.call is not None:
+                return self._call_event(item, item.call, event_type, payload)
+            if self._gate_tools and _states_a_call(event_type, payload):
+                # No call was announced at this index, so none was judged: never relay it.
+                return self._malformed(f"a tool call event at output index {index!r} that no "
+                                       "'response.output_item.added' announced as a tool call",
+                                       (event_type, payload))
+            if self._text_on and event_type == "response.output_item.done":
+                return self._text_event(item, index, event_type, payload)
+            if self._text_on and event_type in _LIFECYCLE:
+                return self._snapshot(event_type, payload)
+            return [Emit(payload, True, event_type)]
+        except UnreadableText as problem:
+            return self._malformed(str(problem), (event_type, payload), text=self._text_on)
 
     def _item_added(self, event_type: str, payload: dict) -> list[GateItem]:
         data, index = payload.get("item"), payload.get("output_index")
-        if not isinstance(data, dict) or not isinstance(index, int) or index in self._items:
-            if self._gate_tools:
-                return self._malformed("an output item has no valid 'item' or 'output_index'", (event_type, payload))
-            return [Emit(payload, True, event_type)]
+        if not isinstance(data, dict) or type(index) is not int or index < 0 or index in self._items:
+            raise UnreadableText("an output item has no valid 'item' or 'output_index'")
+        if self._text_on and is_message(data):
+            parts = message_parts(data)  # checked before anything changes
+            item = self._items[index] = _Item(index, message=True, item_id=str(data.get("id") or ""))
+            return self._filled(item, event_type, payload, parts)
         item = self._items[index] = _Item(index, message=data.get("type") == "message")
         if not (self._gate_tools and data.get("type") in CALL_ITEM_TYPES):
             return [Emit(payload, True, event_type)]
@@ -195,53 +239,179 @@ class ResponsesStreamGate:
             return f"tool call '{call.name}' states other arguments than it streamed"
         return None
 
-    def _text_event(self, item: _Item, event_type: str, payload: dict) -> list[GateItem]:
+    # -- text ---------------------------------------------------------------------
+
+    def _text_event(self, item: _Item | None, index: Any, event_type: str, payload: dict) -> list[GateItem]:
         assert self._text is not None
+        final = payload.get("item") if event_type == "response.output_item.done" else None
+        if final is not None and not is_message(final):
+            return [Emit(payload, True, event_type)]
+        if item is None or not item.message:
+            raise UnreadableText(f"output text at output index {index!r} that no "
+                                 "'response.output_item.added' announced as a message")
         part = payload.get("content_index", 0)
-        if event_type == "response.output_text.delta" and isinstance(payload.get("delta"), str):
-            out = self._text.feed(payload["delta"])
-            item.texts.setdefault(part, []).append(out)
+        if type(part) is not int or part < 0:
+            raise UnreadableText(f"content index {part!r} is not a non-negative integer")
+        data = payload.get("part")
+        is_delta = event_type == _DELTA
+        if is_delta or event_type == "response.content_part.added":
+            # The hot path (deltas): one feed; the event goes out as it came unless the filter
+            # held or redacted. A filled part is fed the same: the client adds the deltas to it.
+            text = payload.get("delta") if is_delta else data.get("text") if isinstance(data, dict) else None
+            if not text and not is_delta:
+                return [Emit(payload, True, event_type)]
+            if not isinstance(text, str):
+                raise UnreadableText("a text delta or filled content part is not a string")
+            opened = self._open
+            out = [] if opened is not None and opened[0] is item and opened[1] == part else self._start_part(item, part)
+            piece = self._text.feed(text)
+            item.texts[part].append(piece)
             if self._text.failure is not None:
                 return self._text_failure()
-            return [Emit(payload, True, event_type) if out == payload["delta"]
-                    else Emit({**payload, "delta": out}, False, event_type)]
+            if piece == text:
+                out.append(Emit(payload, True, event_type))
+            else:
+                change = {"delta": piece} if is_delta else {"part": {**data, "text": piece}}
+                out.append(Emit({**payload, **change}, False, event_type))
+            return out
+        if final is not None:
+            return self._item_done(item, event_type, payload, final)
         if event_type == "response.output_text.done":
-            if part not in item.texts and isinstance(payload.get("text"), str):
-                # A part whose text came without deltas: it must pass the filter too.
-                item.texts[part] = [self._text.feed(payload["text"])]
-            rest = self._text.flush()
+            return self._part_done(item, part, event_type, payload, payload.get("text"), "text")
+        if isinstance(data, dict):  # response.content_part.done
+            return self._part_done(item, part, event_type, payload, data.get("text"), "part")
+        return [Emit(payload, True, event_type)]
+
+    def _start_part(self, item: _Item, part: int) -> list[GateItem]:
+        """Make (item, part) the open part. Parts stream one after another (the filter
+        holds one tail), so the part open before ends here. An ended part that goes on
+        could split a key across its end, where no scan sees it: that fails closed."""
+        if part in item.texts:
+            raise UnreadableText(f"text for content part {part} of output index {item.output_index} "
+                                 "after that part ended")
+        out = self._close_part()
+        item.texts[part] = []
+        self._open = (item, part)
+        return out
+
+    def _close_part(self) -> list[GateItem]:
+        """End the open part: what the filter holds is scanned as complete and goes out
+        as one more delta, so the text the client assembled is the one done events state."""
+        opened, self._open = self._open, None
+        if opened is None:
+            return []
+        assert self._text is not None
+        item, part = opened
+        rest = self._text.flush()
+        if self._text.failure is not None:
+            return self._text_failure()
+        if not rest:
+            return []
+        item.texts[part].append(rest)
+        numbered = self._sequence.next is not None
+        return [Emit(text_delta(item.item_id, item.output_index, part, rest, numbered=numbered), False, _DELTA)]
+
+    def _part_done(self, item: _Item, part: int, event_type: str, payload: dict, text: Any,
+                   key: str) -> list[GateItem]:
+        """`output_text.done` (`key` "text") or `content_part.done` (`key` "part"): the
+        part's text as it went out; a part that never streamed is redacted whole."""
+        assert self._text is not None
+        if text is not None and not isinstance(text, str):
+            raise UnreadableText("a content part's text is not a string")
+        opened = self._open
+        out = self._close_part() if opened is not None and opened[0] is item and opened[1] == part else []
+        if self._failed:
+            return out
+        if part not in item.texts:
+            if text is None:
+                return [*out, Emit(payload, True, event_type)]
+            item.texts[part] = [self._text.whole(text)]
             if self._text.failure is not None:
                 return self._text_failure()
-            items: list[GateItem] = []
-            if rest:
-                item.texts.setdefault(part, []).append(rest)
-                delta = {key: value for key, value in payload.items() if key != "text"}
-                delta.update(type="response.output_text.delta", delta=rest, sequence_number=None)
-                items.append(Emit(delta, False, "response.output_text.delta"))
-            text = "".join(item.texts.get(part, ()))
-            return [*items, self._with_text(event_type, payload, {"text": text})]
-        if (event_type == "response.content_part.done" and isinstance(payload.get("part"), dict)
-                and part in item.texts):
-            part_data = {**payload["part"], "text": "".join(item.texts[part])}
-            return [self._with_text(event_type, payload, {"part": part_data})]
-        if event_type == "response.output_item.done" and isinstance(payload.get("item"), dict):
-            return [self._with_text(event_type, payload, {"item": with_texts(payload["item"], item.texts)})]
-        return [Emit(payload, True, event_type)]
+        joined = "".join(item.texts[part])
+        change = {"text": joined} if key == "text" else {"part": {**payload["part"], "text": joined}}
+        return [*out, self._with_text(event_type, payload, change)]
+
+    def _filled(self, item: _Item, event_type: str, payload: dict, parts: list[dict]) -> list[GateItem]:
+        """`output_item.added` for a message with filled content: its last filled part may
+        go on in deltas, so it streams; the parts before it are whole."""
+        assert self._text is not None
+        filled = [number for number, part in enumerate(parts) if part.get("text")]
+        if not filled:
+            return [Emit(payload, True, event_type)]
+        out = self._start_part(item, filled[-1])
+        item.texts[filled[-1]].append(self._text.feed(parts[filled[-1]]["text"]))
+        data = stated_message(payload["item"], parts, item.texts, self._text.whole)
+        if self._text.failure is not None:
+            return self._text_failure()
+        return [*out, self._with_text(event_type, payload, {"item": data})]
+
+    def _item_done(self, item: _Item, event_type: str, payload: dict, final: dict) -> list[GateItem]:
+        assert self._text is not None
+        parts = message_parts(final)
+        out = self._close_part() if self._open is not None and self._open[0] is item else []
+        if self._failed:
+            return out
+        final = stated_message(final, parts, item.texts, self._text.whole)
+        if self._text.failure is not None:
+            return self._text_failure()
+        return [*out, self._with_text(event_type, payload, {"item": final})]
+
+    def _stated_output(self, output: list, checked: list[list[dict] | None], *, final: bool) -> list:
+        """`output` (its messages' parts `checked`) with each message stated as it went out.
+        The `final` output keeps what it redacted (a message never announced: in a new
+        item), so a terminal event run again after an approval says the same."""
+        assert self._text is not None
+        new_output = []
+        for index, (data, parts) in enumerate(zip(output, checked, strict=True)):
+            if parts is not None:
+                item = self._items.get(index)
+                if item is None and final:
+                    item = self._items[index] = _Item(index, message=True)
+                texts = {} if item is None or not item.message else item.texts
+                data = stated_message(data, parts, texts if final else dict(texts), self._text.whole)
+            new_output.append(data)
+        return new_output
+
+    def _snapshot(self, event_type: str, payload: dict) -> list[GateItem]:
+        """A lifecycle event: the response so far. A part still streaming states what went out so far."""
+        assert self._text is not None
+        response = payload.get("response")
+        output = response.get("output") if isinstance(response, dict) else None
+        if not isinstance(output, list) or not output:
+            return [Emit(payload, True, event_type)]
+        new_output = self._stated_output(output, output_parts(output), final=False)
+        if self._text.failure is not None:
+            return self._text_failure()
+        return [self._with_text(event_type, payload, {"response": {**response, "output": new_output}})]
 
     def _with_text(self, event_type: str, payload: dict, changes: dict) -> Emit:
         changed = {**payload, **changes}
         return Emit(payload, True, event_type) if changed == payload else Emit(changed, False, event_type)
 
     def _terminal(self, event_type: str, payload: dict) -> list[GateItem]:
-        out = self._settle_all()
-        if self._holding is not None or self._failed:
-            return out
         response = payload.get("response")
         output = response.get("output") if isinstance(response, dict) else None
-        if not isinstance(output, list):
+        texts: list | None = output if isinstance(output, list) else None
+        out: list[GateItem] = []
+        if self._text_on and texts is not None:
+            assert self._text is not None
+            checked = output_parts(texts)  # before the open part's tail goes out
+            out = self._close_part()
+            if self._failed:
+                return out
+            # Before `_settle_all`, whose `close()` runs the rules that read the whole text.
+            texts = self._stated_output(texts, checked, final=True)
+            if self._text.failure is not None:
+                return self._text_failure()
+        out.extend(self._settle_all())
+        if self._holding is not None or self._failed:
+            return out
+        if texts is None:
             return [*out, Emit(payload, True, event_type)]
+        assert isinstance(response, dict)
         new_output = []
-        for index, data in enumerate(output):
+        for index, data in enumerate(texts):
             item = self._items.get(index)
             if self._gate_tools and isinstance(data, dict) and data.get("type") in CALL_ITEM_TYPES:
                 if item is None or item.call is None:
@@ -254,15 +424,15 @@ class ResponsesStreamGate:
                 elif item.call.state == "released" and (why := self._changed(item.call, "", {}, data)):
                     return [*out, *self._malformed(why, (event_type, payload), item.call)]
                 data = item.replacement or data
-            elif item is not None and item.texts and isinstance(data, dict):
-                data = with_texts(data, item.texts)
             new_output.append(data)
         if new_output == output:
             return [*out, Emit(payload, True, event_type)]
         return [*out, Emit({**payload, "response": {**response, "output": new_output}}, False, event_type)]
 
     def _settle_all(self) -> list[GateItem]:
-        out: list[GateItem] = []
+        out = self._close_part() if self._text_on else []  # the response ends (without a terminal: at EOF)
+        if self._failed:
+            return out
         for item in self._items.values():
             if item.call is not None and not item.call.settled:
                 out.extend(self._apply(self._checker.check(item.call, complete=True), item))
@@ -302,47 +472,33 @@ class ResponsesStreamGate:
                     for payload in message_events(item.replacement, item.output_index)]
         return []
 
-    def _malformed(self, error: str, event: tuple[str, dict], call: StreamCall | None = None) -> list[GateItem]:
-        """Fail the stream closed at `event`: its tool calls cannot be read, or changed."""
-        decision = self._policies.malformed_call(error, call.name if call else None)
+    def _malformed(self, error: str, event: tuple[str, dict], call: StreamCall | None = None, *,
+                   text: bool = False) -> list[GateItem]:
+        """Fail the stream closed at `event`: its tool calls (with `text`: or its text)
+        cannot be read, or changed."""
+        decision = self._policies.malformed_call(error, call.name if call else None, text=text)
         self._call_decisions.append(decision)
         if decision.shadow:
-            return self._pass_on(event)
+            return self._pass_on(event, text=text)
         self._failed = True
         return [Fail("blocked_by_policy", f"{decision.message} ({error})", decision.rule)]
 
-    def _pass_on(self, event: tuple[str, dict]) -> list[GateItem]:
-        """Only shadow rules look at the tool calls, so a malformed stream goes on as it
-        came, as it would without them: what the calls held, then `event`, and the rest
-        of the stream, no longer gated."""
+    def _pass_on(self, event: tuple[str, dict], *, text: bool = False) -> list[GateItem]:
+        """Only shadow rules look at the tool calls (`text`: and the text), so a malformed
+        stream goes on as it came, as without them: what the calls (and the filter) held,
+        then `event`, and the rest of the stream, no longer gated."""
         out: list[GateItem] = []
         for item in self._items.values():
             if item.call is not None:
                 out.extend(item.call.held)
                 item.call = None
         self._gate_tools = False
+        if text:
+            out.extend(self._close_part())
+            self._text_on = False
         return out + self._event(*event)
 
     def _text_failure(self) -> list[GateItem]:
         assert self._text is not None and self._text.failure is not None
         self._failed = True
         return [failure(self._text.failure)]
-
-    def _numbered(self, items: list[GateItem]) -> list[GateItem]:
-        """Keep `sequence_number` consecutive across held, dropped and added events."""
-        result: list[GateItem] = []
-        for entry in items:
-            if isinstance(entry, Emit) and isinstance(entry.payload, dict) and "sequence_number" in entry.payload:
-                entry = self._renumber(entry)
-            result.append(entry)
-        return result
-
-    def _renumber(self, entry: Emit) -> Emit:
-        number: Any = entry.payload["sequence_number"]
-        if self._next_sequence is None:
-            self._next_sequence = number if isinstance(number, int) and not isinstance(number, bool) else 0
-        expected = self._next_sequence
-        self._next_sequence += 1
-        if number == expected:
-            return entry
-        return Emit({**entry.payload, "sequence_number": expected}, False, entry.event)

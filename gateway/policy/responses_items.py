@@ -1,4 +1,4 @@
-"""Responses API output items that the gates write or rewrite.
+"""Responses API output items and stream events that the gates write or rewrite.
 
 A blocked tool-call item is replaced by an assistant message item at the same
 output index; in a stream that message arrives as the usual event sequence (item
@@ -7,7 +7,10 @@ added, part added, text delta, text done, part done, item done).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from gateway.policy.gating import Emit, GateItem
 
 
 def message_item(item_id: str, text: str) -> dict[str, Any]:
@@ -39,14 +42,86 @@ def message_events(message: dict[str, Any], output_index: int) -> list[dict[str,
     return [{**event, "sequence_number": None} for event in events]
 
 
-def with_texts(item: dict[str, Any], texts: dict[int, list[str]]) -> dict[str, Any]:
-    """A message item whose text parts are replaced by `texts` (content index -> pieces)."""
-    content = item.get("content")
-    if not isinstance(content, list):
-        return item
-    parts = [
-        {**part, "text": "".join(texts[index])}
-        if index in texts and isinstance(part, dict) and part.get("type") == "output_text" else part
-        for index, part in enumerate(content)
-    ]
-    return item if parts == content else {**item, "content": parts}
+def text_delta(item_id: str, output_index: int, content_index: int, delta: str, *,
+               numbered: bool) -> dict[str, Any]:
+    """A `response.output_text.delta` the gate adds (what the text filter held back,
+    released when its part ends); `sequence_number` None until the gate numbers it."""
+    event: dict[str, Any] = {"type": "response.output_text.delta", "item_id": item_id,
+                             "output_index": output_index, "content_index": content_index,
+                             "delta": delta, "logprobs": []}
+    if numbered:
+        event["sequence_number"] = None
+    return event
+
+
+class UnreadableText(ValueError):
+    """Output text a gate cannot place or read (an unknown or non-integer index, a text
+    that is not a string): what it says cannot be judged, so the stream fails closed."""
+
+
+def is_message(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("type") == "message"
+
+
+def message_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The content parts of a message item, checked: any `text` in them is a string."""
+    content = message.get("content")
+    if content is None:
+        return []
+    # A client shows whatever it finds here, in whatever shape: a shape the gate cannot
+    # redact must not go out.
+    if not isinstance(content, list) or not all(isinstance(part, dict) for part in content):
+        raise UnreadableText("a message's content is not a list of objects")
+    if any(part.get("text") is not None and not isinstance(part["text"], str) for part in content):
+        raise UnreadableText("a message's text is not a string")
+    return content
+
+
+def output_parts(output: list[Any]) -> list[list[dict[str, Any]] | None]:
+    """`message_parts` of each message in a response's output (None for other items)."""
+    return [message_parts(data) if is_message(data) else None for data in output]
+
+
+def stated_message(message: dict[str, Any], parts: list[dict[str, Any]], texts: dict[int, list[str]],
+                   whole: Callable[[str], str]) -> dict[str, Any]:
+    """`message` with each part's text as it went out: a part in `texts` (content index ->
+    pieces) as those say, any other through `whole`, kept in `texts` as what went out for
+    that part from now on (pass a copy to keep nothing)."""
+    new_parts: list[dict[str, Any]] | None = None
+    for number, part in enumerate(parts):
+        text = part.get("text")
+        if text is None or (not text and number not in texts):
+            continue  # an empty part that never streamed may still stream: it is not kept
+        if number not in texts:
+            texts[number] = [whole(text)]
+        new = "".join(texts[number])
+        if new != text:
+            new_parts = new_parts or list(parts)
+            new_parts[number] = {**part, "text": new}
+    return message if new_parts is None else {**message, "content": new_parts}
+
+
+class Sequencer:
+    """Keeps `sequence_number` consecutive across held, dropped and added events, so the
+    client still sees 0, 1, 2, ..."""
+
+    def __init__(self) -> None:
+        self.next: int | None = None  # None until the first numbered event
+
+    def number(self, items: list[GateItem]) -> list[GateItem]:
+        result: list[GateItem] = []
+        for entry in items:
+            if isinstance(entry, Emit) and isinstance(entry.payload, dict) and "sequence_number" in entry.payload:
+                entry = self._renumber(entry)
+            result.append(entry)
+        return result
+
+    def _renumber(self, entry: Emit) -> Emit:
+        number: Any = entry.payload["sequence_number"]
+        if self.next is None:
+            self.next = number if isinstance(number, int) and not isinstance(number, bool) else 0
+        expected = self.next
+        self.next += 1
+        if number == expected:
+            return entry
+        return Emit({**entry.payload, "sequence_number": expected}, False, entry.event)
