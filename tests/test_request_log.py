@@ -67,6 +67,18 @@ class Lines(logging.Handler):
             time.sleep(0.01)
         return self.entries
 
+    def of(self, response: httpx.Response) -> dict[str, Any]:
+        """The line of `response`'s request (another test's late stream may log here too)."""
+        request_id = response.headers["X-Request-Id"]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [entry for entry in self.entries if entry["request_id"] == request_id]
+            if found:
+                [entry] = found
+                return entry
+            time.sleep(0.01)
+        raise AssertionError(f"no log line for {request_id}")
+
 
 @pytest.fixture
 def lines() -> Iterator[Lines]:
@@ -98,7 +110,7 @@ def test_a_success_is_one_line_with_every_field(gateway_factory: Callable[..., G
     response = chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
                     **{"X-Lockgate-Agent": "support-bot"})
     assert response.status_code == 200, response.text
-    [entry] = lines.wait_for(1)
+    entry = lines.of(response)
     assert entry["level"] == "INFO" and entry["logger"] == "lockgate.requests" and entry["message"] == "request"
     assert entry["ts"].endswith("+00:00")
     assert {key: entry[key] for key in (
@@ -116,7 +128,7 @@ def test_a_success_is_one_line_with_every_field(gateway_factory: Callable[..., G
     assert 0 <= entry["overhead_ms"] <= entry["latency_ms"]
     assert entry["ttft_ms"] is None  # not a stream
     assert "prompt" not in entry and "answer" not in entry  # no content unless asked for
-    assert TENANT_KEY not in lines.raw[0] and openai_server.API_KEY not in lines.raw[0]
+    assert TENANT_KEY not in json.dumps(entry) and openai_server.API_KEY not in json.dumps(entry)
 
 
 def test_a_stream_logs_its_ttft_after_it_ends(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
@@ -125,7 +137,7 @@ def test_a_stream_logs_its_ttft_after_it_ends(gateway_factory: Callable[..., Gat
     upstream_state.queue.append(Script(content="one two three", usage=USAGE))
     response = chat(gateway, {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200 and "[DONE]" in response.text
-    [entry] = lines.wait_for(1)
+    entry = lines.of(response)
     assert entry["stream"] is True and entry["status"] == 200
     assert entry["input_tokens"] == 11 and entry["output_tokens"] == 7
     assert 0 < entry["ttft_ms"] <= entry["latency_ms"]
@@ -138,7 +150,7 @@ def test_an_upstream_failure_names_every_failed_attempt(gateway_factory: Callabl
     pair.backup.queue += [Script(status=500), Script(status=500)]
     response = chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 502, response.text
-    [entry] = lines.wait_for(1)
+    entry = lines.of(response)
     assert entry["status"] == 502 and entry["error_type"] == "upstream_error"
     assert entry["attempts"] == 4 and entry["failovers"] == 1
     assert entry["attempt_errors"] == ["upstream/primary-model: http_503", "upstream/primary-model: http_503",
@@ -154,7 +166,7 @@ def test_a_policy_denial_records_the_decision_and_no_upstream(gateway_factory: C
     response = chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
                               "tools": [tool]})
     assert response.status_code == 403, response.text
-    [entry] = lines.wait_for(1)
+    entry = lines.of(response)
     assert entry["status"] == 403 and entry["error_type"] == "policy"
     assert [decision.split("=")[0] for decision in entry["decisions"]] == ["whitelist/tool-whitelist"]
     assert entry["provider"] is None and entry["attempts"] == 0
@@ -164,9 +176,9 @@ def test_a_policy_denial_records_the_decision_and_no_upstream(gateway_factory: C
 def test_a_refused_key_is_logged_without_the_key(gateway: Gateway, lines: Lines) -> None:
     response = chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}, BOGUS_KEY)
     assert response.status_code == 401
-    [entry] = lines.wait_for(1)
+    entry = lines.of(response)
     assert entry["status"] == 401 and entry["tenant"] is None
-    assert BOGUS_KEY not in lines.raw[0]
+    assert BOGUS_KEY not in json.dumps(entry)
 
 
 def test_content_is_logged_only_when_enabled(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
@@ -179,10 +191,10 @@ def test_content_is_logged_only_when_enabled(gateway_factory: Callable[..., Gate
         {"role": "user", "content": "earlier"}, {"role": "assistant", "content": "ok"},
         {"role": "user", "content": question}]})
     assert response.status_code == 200
-    [entry] = lines.wait_for(1)
+    entry = lines.of(response)
     assert entry["prompt"] == question.replace(SECRET, "[openai_key]")
     assert entry["answer"] == long_answer[:CONTENT_LIMIT] + "…"
-    assert SECRET not in lines.raw[0]
+    assert SECRET not in json.dumps(entry)
 
 
 def test_format_off_logs_nothing(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
@@ -276,7 +288,7 @@ def test_an_agent_name_cannot_forge_log_lines(gateway_factory: Callable[..., Gat
     gateway = gateway_factory(logged_config(openai_upstream.url))
     upstream_state.queue.append(Script(content="ok"))
     forged = "bot\nreq_FORGED admin/root chat gpt-test -> upstream/x 200"
-    chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
-                   "metadata": {"agent": forged}})
-    [entry] = lines.wait_for(1)
+    response = chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
+                              "metadata": {"agent": forged}})
+    entry = lines.of(response)
     assert entry["agent"] == "bot?req_FORGED admin/root chat gpt-test -> upstream/x 200"
