@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -52,11 +52,21 @@ class ReloadResult:
     ok: bool
     version: str
     problems: list[Problem]
+    warnings: list[str] = field(default_factory=list)
+    """Accepted, but worth a look (e.g. a policy every tenant relied on is gone)."""
 
     def as_json(self) -> dict[str, Any]:
         return {"status": "ok" if self.ok else "error", "version": self.version,
                 "errors": [{"file": p.file, "line": p.line, "rule": p.rule, "key": p.key, "message": p.message}
-                           for p in self.problems]}
+                           for p in self.problems], "warnings": self.warnings}
+
+
+def lost_policies(old: PolicySet, new: PolicySet, config: Config) -> list[str]:
+    """Policies the running set has and the new one lacks while tenants still rely on them: a
+    renamed or deleted file silently leaves those tenants with fewer rules."""
+    relied = {"default", *(name for tenant in config.tenants.values() for name in tenant.policies)}
+    return [f"policy '{name}' is gone (tenants relied on it); their requests now pass without its rules"
+            for name in sorted(set(old.names()) - set(new.names())) if name in relied]
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -192,10 +202,13 @@ class Runtime:
                 return ReloadResult(False, self.snapshot.version, problems)
             for setting in restart_only_changes(self.snapshot.config, bundle.config):
                 log.warning("%s changed: it takes effect after a restart", setting)
+            warnings = lost_policies(self.snapshot.policies, bundle.policies, bundle.config)
+            for warning in warnings:
+                log.warning("reloaded, but %s", warning)
             self.apply(self.build_snapshot(bundle))
             await self.admission.quotas.seed(bundle.config.tenants, self.store, time.time())
             log.info("reloaded: version %s", bundle.version)
-            return ReloadResult(True, bundle.version, [])
+            return ReloadResult(True, bundle.version, [], warnings)
 
     def targets(self) -> Iterable[Target]:
         seen: set[int] = set()

@@ -138,3 +138,11 @@ def test_reload_applies_a_targets_cap_and_circuit_settings(gateway: Gateway, ups
                json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
     circuits = httpx.get(f"{gateway.url}/readyz").json()["circuits"]
     assert "open" in circuits.values()  # one failure opens it now
+
+
+def test_a_reload_that_loses_the_default_policy_says_so(gateway: Gateway, tmp_path: Path) -> None:
+    default = tmp_path / "policies" / "default.yaml"
+    default.write_text(default.read_text().replace("policy: default", "policy: defualt", 1))  # a typo
+    answer = reload(gateway).json()
+    assert answer["status"] == "ok" and answer["errors"] == []
+    assert any("'default' is gone" in warning for warning in answer["warnings"])
