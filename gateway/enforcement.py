@@ -275,7 +275,17 @@ def _denial(decision: Decision, reason: str | None) -> str:
 
 
 def _summary(facts: RequestFacts) -> str:
-    return facts.user_input[:500]
+    """What an approver reads: the approval covers the whole request, so not only its last
+    user message but also what steers it (system and developer instructions) and its tools."""
+    parts = [facts.user_input[:500]]
+    instructions = " ".join(message["content"] for message in facts.messages
+                            if message["role"] in ("system", "developer") and message["content"])
+    if instructions:
+        parts.append(f"[instructions] {instructions[:300]}")
+    if facts.tool_names:
+        parts.append(f"[tools] {', '.join(facts.tool_names)[:200]}")
+    parts.append(f"[messages] {len(facts.messages)}")
+    return "\n".join(parts)
 
 
 def _clip(value: Any) -> str:
