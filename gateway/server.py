@@ -105,7 +105,14 @@ async def serve(bundle: Bundle, host: str, port: int, *, reuse_port: bool = Fals
         log.info("stopped")
 
 
+def ignore_reloads_until_serving() -> None:
+    """A reload asked for while still starting (SIGHUP's default is to end the process) has
+    nothing to reload yet: it is ignored until `serve` installs the real handler."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def run(bundle: Bundle, host: str, port: int, *, reuse_port: bool = False) -> int:
+    ignore_reloads_until_serving()
     install_uvloop()
     try:
         asyncio.run(serve(bundle, host, port, reuse_port=reuse_port))

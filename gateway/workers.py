@@ -50,8 +50,6 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
     context = multiprocessing.get_context("spawn")
     arguments = (str(config_path) if config_path else None, host, port, log_level)
     processes = [context.Process(target=_worker, args=arguments, name=f"lockgate-{i}") for i in range(workers)]
-    for process in processes:
-        process.start()
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -63,7 +61,10 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
                 os.kill(process.pid, signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+        signal.signal(signum, forward)  # before any worker starts: no signal may end the supervisor early
+    for process in processes:
+        if not stopping:  # a SIGTERM during start-up: start no more (they would never get it)
+            process.start()
     while not stopping:
         time.sleep(0.2)
         for index, process in enumerate(processes):
@@ -77,6 +78,8 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
                 processes[index].start()
     codes = []
     for process in processes:
+        if process.pid is None:
+            continue  # never started
         process.join()
         _mark_dead(process.pid)
         codes.append(process.exitcode or 0)

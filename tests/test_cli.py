@@ -108,3 +108,22 @@ def test_an_unreachable_store_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "storage.url" in result.stderr, result.stderr
     assert "cannot listen" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sighup_while_starting_does_not_end_the_server(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "starting on" in line:
+                break
+        process.send_signal(signal.SIGHUP)  # the server is not listening yet
+        _wait_ready(port)
+        assert process.poll() is None
+        assert OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="lg-demo-key").models.list().data
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -32,6 +32,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, bundle: Bundle) -> int:
+    if args.workers <= 1:
+        from gateway.server import ignore_reloads_until_serving
+
+        ignore_reloads_until_serving()
     config = bundle.config
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
