@@ -46,6 +46,11 @@ class _Children:
             child = self._cache[key] = self._metric.labels(*key)
         return child
 
+    def remove(self, *key: str) -> None:
+        """Stop exporting this label set (what it measured is gone from the config)."""
+        if self._cache.pop(key, None) is not None:
+            self._metric.remove(*key)
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

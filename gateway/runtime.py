@@ -132,11 +132,17 @@ class Runtime:
 
     def build_snapshot(self, bundle: Bundle) -> Snapshot:
         config = bundle.config
+        for gone in [name for name in self._providers if name not in config.providers]:
+            self._retire(self._providers.pop(gone)[1])  # removed from the config: closed once unused
         providers = {name: self._provider(spec) for name, spec in config.providers.items()}
         routes = {alias: Route(alias=alias, targets=[self._target(model, target, providers[target.provider])
                                                       for target in model.targets],
                                retry=model.retry, strategy=model.strategy)
                   for alias, model in config.models.items()}
+        used = {target.key for route in routes.values() for target in route.targets}
+        for key in [key for key in self._targets if key not in used]:
+            del self._targets[key]
+            self.metrics.circuit_open.remove(*key)  # no stale circuit in /metrics or alerts
         keyring = KeyRing(config.tenants, config.admin_key_hashes, self._stored_keys)
         return Snapshot(config=config, keyring=keyring, routes=routes, prices=bundle.prices,
                         policies=bundle.policies)

@@ -146,3 +146,19 @@ def test_a_reload_that_loses_the_default_policy_says_so(gateway: Gateway, tmp_pa
     answer = reload(gateway).json()
     assert answer["status"] == "ok" and answer["errors"] == []
     assert any("'default' is gone" in warning for warning in answer["warnings"])
+
+
+def test_a_removed_provider_leaves_metrics_and_is_retired(gateway: Gateway) -> None:
+    config = yaml.safe_load(gateway.config_path.read_text())
+    config["providers"]["spare"] = dict(config["providers"]["upstream"])
+    config["models"]["spare"] = {"targets": [{"provider": "spare", "model": "spare-upstream"}]}
+    gateway.config_path.write_text(yaml.safe_dump(config))
+    assert reload(gateway).json()["status"] == "ok"
+    gauge = 'lockgate_circuit_open{model="spare-upstream",provider="spare"}'
+    assert gauge in httpx.get(f"{gateway.url}/metrics").text
+    spare = gateway.runtime.snapshot.routes["spare"].targets[0].provider
+    del config["providers"]["spare"], config["models"]["spare"]
+    gateway.config_path.write_text(yaml.safe_dump(config))
+    assert reload(gateway).json()["status"] == "ok"
+    assert gauge not in httpx.get(f"{gateway.url}/metrics").text
+    assert spare in gateway.runtime._retired  # closed once no request can still be using it
