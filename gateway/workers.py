@@ -20,6 +20,12 @@ from types import FrameType
 
 log = logging.getLogger("lockgate.workers")
 RESTART_BACKOFF_S = 1.0
+MAX_RESTART_BACKOFF_S = 30.0
+QUICK_EXIT_S = 10.0
+"""A worker that dies sooner than this after its start failed to start (config, store)."""
+GIVE_UP_AFTER = 3
+"""When every worker has failed to start this many times in a row, the supervisor exits 1
+(an orchestrator then restarts it with its own backoff) instead of looping forever."""
 
 
 def _worker(config_path: str | None, host: str, port: int, log_level: str) -> None:
@@ -62,21 +68,34 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)  # before any worker starts: no signal may end the supervisor early
+    started = [time.monotonic()] * workers
+    quick_failures = [0] * workers
     for process in processes:
         if not stopping:  # a SIGTERM during start-up: start no more (they would never get it)
             process.start()
+    gave_up = False
     while not stopping:
         time.sleep(0.2)
         for index, process in enumerate(processes):
-            if process.exitcode is not None and not stopping:
-                log.error("worker %s exited with %s; restarting it", process.pid, process.exitcode)
-                _mark_dead(process.pid)
-                time.sleep(RESTART_BACKOFF_S)
-                if stopping:
-                    break  # a signal came during the backoff: a new worker would never get it
-                processes[index] = context.Process(target=_worker, args=arguments, name=process.name)
-                processes[index].start()
-    codes = []
+            if process.exitcode is None or stopping:
+                continue
+            quick = time.monotonic() - started[index] < QUICK_EXIT_S
+            quick_failures[index] = quick_failures[index] + 1 if quick else 0
+            _mark_dead(process.pid)
+            if min(quick_failures) >= GIVE_UP_AFTER:
+                log.error("every worker failed to start %d times in a row; giving up", GIVE_UP_AFTER)
+                gave_up = stopping = True
+                forward(signal.SIGTERM, None)
+                break
+            backoff = min(MAX_RESTART_BACKOFF_S, RESTART_BACKOFF_S * 2 ** max(0, quick_failures[index] - 1))
+            log.error("worker %s exited with %s; restarting it in %.0fs", process.pid, process.exitcode, backoff)
+            time.sleep(backoff)
+            if stopping:
+                break  # a signal came during the backoff: a new worker would never get it
+            processes[index] = context.Process(target=_worker, args=arguments, name=process.name)
+            processes[index].start()
+            started[index] = time.monotonic()
+    codes = [1] if gave_up else []
     for process in processes:
         if process.pid is None:
             continue  # never started

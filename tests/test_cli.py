@@ -127,3 +127,15 @@ def test_a_sighup_while_starting_does_not_end_the_server(tmp_path: Path) -> None
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_workers_that_cannot_start_make_the_supervisor_give_up(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("storage: {url: 'postgresql://lockgate@127.0.0.1:9/lockgate'}\n"
+                      "providers: {mock: {type: mock}}\nmodels: {m: {targets: [{provider: mock, model: mock-1}]}}\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--workers", "2", "--config", str(config),
+                             "--port", str(free_port())], capture_output=True, text=True, cwd=tmp_path, timeout=90)
+    assert result.returncode == 1
+    assert "giving up" in result.stderr + result.stdout
+    assert time.monotonic() - started < 60
