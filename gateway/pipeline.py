@@ -67,7 +67,7 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
     except GatewayError as exc:
         return await refuse(exchange, exc)
     except asyncio.CancelledError:
-        if not runtime.draining:
+        if not runtime.drain_expired:
             exchange.status = CLIENT_CLOSED  # the client went away
             raise
         return await refuse(exchange, errors.service_unavailable(

@@ -158,7 +158,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write(error_event(failure))
     except asyncio.CancelledError:
-        if not runtime.draining:
+        if not runtime.drain_expired:
             exchange.status = CLIENT_CLOSED  # the client went away
             raise
         # The drain timeout passed during shutdown: end the stream cleanly, never a silent cut.

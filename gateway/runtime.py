@@ -127,6 +127,8 @@ class Runtime:
         self.observers: list[Callable[[Exchange], None]] = []
         """Called with every finished request (request logs, traces); must be cheap and never raise."""
         self.draining = False
+        self.drain_expired = False
+        """The drain timeout passed: requests still in flight are being ended (cancelled)."""
 
     # -- snapshots -----------------------------------------------------------------------
 
@@ -289,6 +291,7 @@ class Runtime:
             await asyncio.sleep(0.05)
         if self._requests:
             log.warning("drain timeout: ending %d requests still in flight", len(self._requests))
+            self.drain_expired = True
             for task in list(self._requests):
                 task.cancel()
             await asyncio.wait(list(self._requests), timeout=5)

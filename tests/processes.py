@@ -49,9 +49,11 @@ class GatewayProcess:
         self.popen.kill()
         raise AssertionError(self.log.read_text())
 
-    def ledger_rows(self) -> int:
+    def ledger_rows(self, *, attempted: bool = False) -> int:
+        """Rows in the ledger (`attempted`: only those of requests that made an upstream attempt)."""
         with sqlite3.connect(self.db) as db:
-            return db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+            where = " WHERE attempts > 0" if attempted else ""
+            return db.execute(f"SELECT COUNT(*) FROM ledger{where}").fetchone()[0]
 
     def stop(self) -> int:
         self.popen.send_signal(signal.SIGTERM)

@@ -104,7 +104,10 @@ def test_sigterm_under_load_loses_no_ledger_row(process_factory: Any, openai_ups
     for thread in threads:
         thread.join(30)
     assert statuses.count(200) > 0
-    assert gateway.ledger_rows() == len(upstream_state.requests)  # every request that reached the upstream
+    # Every request that reached the upstream is in the ledger. (A request the shutdown caught
+    # before its attempt has a row too, without one: the two counts may differ by those.)
+    assert gateway.ledger_rows(attempted=True) >= len(upstream_state.requests) > 0
+    assert gateway.ledger_rows(attempted=True) <= len(upstream_state.requests) + 4  # at most one per client
 
 
 def test_two_workers_share_the_port_and_sum_metrics(process_factory: Any, openai_upstream: Server,
