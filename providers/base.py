@@ -196,7 +196,13 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         middle = secret[len(secret) // 4: 3 * len(secret) // 4]
         if middle in text:
             text = re.sub(r"\S*" + re.escape(middle) + r"\S*", REDACTED, text)
+        if middle in _WHITESPACE.sub("", text):
+            # Quoted with spaces or line breaks inside: no part of the message can be trusted.
+            return f"{REDACTED} (the upstream's message quoted a credential)"
     return text
+
+
+_WHITESPACE = re.compile(r"\s+")
 
 
 class UnsupportedRequest(ValueError):

@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from openai import OpenAI
 
 from gateway.config import ProviderConfig
-from providers.base import CHAT, UpstreamCall, UpstreamError
+from providers.base import CHAT, UpstreamCall, UpstreamError, scrub
 from providers.gemini import gemini_error
 from providers.gemini.adapter import GeminiDialect, GeminiStream
 from providers.http import openai_error
@@ -279,3 +279,16 @@ def test_an_anthropic_overloaded_to_the_end_is_a_503(upstream: tuple[FakeProvide
         client(gateway_factory(routed_config(fake, server.url, pair, with_backup=False))).chat.completions.create(
             model="gpt-test", messages=MESSAGES)
     assert raised.value.status_code == 503 and raised.value.body["code"] == "upstream_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("quoted", [
+    "key sk-upstream-test-0123456789abcdefghij refused",
+    "key 'sk-upstream-test-0 123456789abcdefghij' refused",
+    "key sk-upstream-test-012345\n6789abcdefghij refused",
+    "key s k - u p s t r e a m - t e s t - 0 1 2 3 4 5 6 7 8 9 a b c d e f g h i j refused",
+], ids=["whole", "space", "line break", "spaced out"])
+def test_a_quoted_provider_key_never_survives_scrubbing(quoted: str) -> None:
+    scrubbed = scrub(quoted, (openai_server.API_KEY,))
+    middle = openai_server.API_KEY[len(openai_server.API_KEY) // 4: 3 * len(openai_server.API_KEY) // 4]
+    assert middle not in "".join(scrubbed.split()) and "[REDACTED]" in scrubbed
+    assert scrub("the model is overloaded", (openai_server.API_KEY,)) == "the model is overloaded"
