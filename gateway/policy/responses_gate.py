@@ -43,6 +43,12 @@ from gateway.policy.gating import (
 )
 from gateway.policy.model import Decision
 from gateway.policy.responses_items import (
+    ARGUMENT_DELTAS,
+    ARGUMENT_DONE,
+    LIFECYCLE,
+    PART_EVENTS,
+    TERMINAL,
+    TEXT_DELTA,
     Sequencer,
     UnreadableText,
     is_message,
@@ -51,33 +57,13 @@ from gateway.policy.responses_items import (
     message_parts,
     output_parts,
     stated_message,
+    states_a_call,
     text_delta,
 )
 from gateway.policy.streamcalls import CallChecker, Step, StreamCall
 from gateway.policy.toolrefs import CALL_ITEM_TYPES, item_arguments, item_ref
 
 _END: tuple[str, dict] = ("", {})
-_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "response.mcp_call_arguments.delta",
-                              "response.custom_tool_call_input.delta"})
-_ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.mcp_call_arguments.done",
-                            "response.custom_tool_call_input.done"})
-_DELTA = "response.output_text.delta"
-# Events about one content part of a message, and the text in it.
-_PART_EVENTS = frozenset({_DELTA, "response.output_text.done", "response.content_part.added",
-                          "response.content_part.done"})
-# They carry the response so far: a client (the OpenAI SDK) reads output items from them too.
-_LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress"})
-
-
-def _states_a_call(event_type: str, payload: dict) -> bool:
-    """Whether an event carries a tool call's arguments or the whole call item."""
-    if event_type in _ARGUMENT_DELTAS or event_type in _ARGUMENT_DONE:
-        return True
-    final = payload.get("item") if event_type == "response.output_item.done" else None
-    return isinstance(final, dict) and final.get("type") in CALL_ITEM_TYPES
-
-
 @dataclass(eq=False)
 class _Item:
     output_index: int
@@ -141,7 +127,7 @@ class ResponsesStreamGate:
         while self._backlog and self._holding is None and not self._failed:
             entry = self._backlog.popleft()
             out.extend(self._settle_all() if entry is _END else self._event(*entry))
-            if self._holding is not None and (entry is _END or entry[0] in _TERMINAL):
+            if self._holding is not None and (entry is _END or entry[0] in TERMINAL):
                 # The hold came before this event was used up: run it again once resolved.
                 self._backlog.appendleft(entry)
         if self._failed:
@@ -154,24 +140,24 @@ class ResponsesStreamGate:
         try:
             if event_type == "response.output_item.added":
                 return self._item_added(event_type, payload)
-            if event_type in _TERMINAL:
+            if event_type in TERMINAL:
                 return self._terminal(event_type, payload)
             index = payload.get("output_index")
             if index is not None and (type(index) is not int or index < 0):  # not isinstance: True is an int
                 raise UnreadableText(f"output index {index!r} is not a non-negative integer")
             item = self._items.get(index) if index is not None else None
-            if self._text_on and event_type in _PART_EVENTS:
+            if self._text_on and event_type in PART_EVENTS:
                 return self._text_event(item, index, event_type, payload)
             if item is not None and item.call is not None:
                 return self._call_event(item, item.call, event_type, payload)
-            if self._gate_tools and _states_a_call(event_type, payload):
+            if self._gate_tools and states_a_call(event_type, payload):
                 # No call was announced at this index, so none was judged: never relay it.
                 return self._malformed(f"a tool call event at output index {index!r} that no "
                                        "'response.output_item.added' announced as a tool call",
                                        (event_type, payload))
             if self._text_on and event_type == "response.output_item.done":
                 return self._text_event(item, index, event_type, payload)
-            if self._text_on and event_type in _LIFECYCLE:
+            if self._text_on and event_type in LIFECYCLE:
                 return self._snapshot(event_type, payload)
             return [Emit(payload, True, event_type)]
         except UnreadableText as problem:
@@ -200,7 +186,7 @@ class ResponsesStreamGate:
 
     def _call_event(self, item: _Item, call: StreamCall, event_type: str, payload: dict) -> list[GateItem]:
         final: dict | None = payload.get("item") if event_type == "response.output_item.done" else None
-        fragment = payload.get("delta") if event_type in _ARGUMENT_DELTAS else None
+        fragment = payload.get("delta") if event_type in ARGUMENT_DELTAS else None
         fragment = fragment if isinstance(fragment, str) else ""
         if call.state == "blocked":
             return []
@@ -211,8 +197,8 @@ class ResponsesStreamGate:
             return [Emit(payload, True, event_type)]
         call.held.append(Emit(payload, True, event_type))
         call.argument_parts.append(fragment)
-        complete = event_type in _ARGUMENT_DONE or final is not None
-        if event_type in _ARGUMENT_DONE:
+        complete = event_type in ARGUMENT_DONE or final is not None
+        if event_type in ARGUMENT_DONE:
             done = payload.get("arguments", payload.get("input"))
             call.final_arguments = done if isinstance(done, str) else call.arguments
         if isinstance(final, dict):
@@ -223,7 +209,7 @@ class ResponsesStreamGate:
     def _changed(self, call: StreamCall, event_type: str, payload: dict, final: dict | None) -> str | None:
         """Why an event that states the call whole disagrees with what was judged (its
         tool, its complete arguments) or with the arguments that streamed, if it does."""
-        stated = payload.get("arguments", payload.get("input")) if event_type in _ARGUMENT_DONE else None
+        stated = payload.get("arguments", payload.get("input")) if event_type in ARGUMENT_DONE else None
         if final is not None:
             # The whole ToolRef: an MCP call's name is its server, the tool on it is `related`.
             if call.state != "pending" and item_ref(final) != call.tool:
@@ -253,7 +239,7 @@ class ResponsesStreamGate:
         if type(part) is not int or part < 0:
             raise UnreadableText(f"content index {part!r} is not a non-negative integer")
         data = payload.get("part")
-        is_delta = event_type == _DELTA
+        is_delta = event_type == TEXT_DELTA
         if is_delta or event_type == "response.content_part.added":
             # The hot path (deltas): one feed; the event goes out as it came unless the filter
             # held or redacted. A filled part is fed the same: the client adds the deltas to it.
@@ -309,7 +295,7 @@ class ResponsesStreamGate:
             return []
         item.texts[part].append(rest)
         numbered = self._sequence.next is not None
-        return [Emit(text_delta(item.item_id, item.output_index, part, rest, numbered=numbered), False, _DELTA)]
+        return [Emit(text_delta(item.item_id, item.output_index, part, rest, numbered=numbered), False, TEXT_DELTA)]
 
     def _part_done(self, item: _Item, part: int, event_type: str, payload: dict, text: Any,
                    key: str) -> list[GateItem]:

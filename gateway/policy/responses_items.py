@@ -2,7 +2,8 @@
 
 A blocked tool-call item is replaced by an assistant message item at the same
 output index; in a stream that message arrives as the usual event sequence (item
-added, part added, text delta, text done, part done, item done).
+added, part added, text delta, text done, part done, item done). The stream's event
+types, grouped by what they carry, are named here too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,27 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.policy.gating import Emit, GateItem
+from gateway.policy.toolrefs import CALL_ITEM_TYPES
+
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "response.mcp_call_arguments.delta",
+                             "response.custom_tool_call_input.delta"})
+ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.mcp_call_arguments.done",
+                           "response.custom_tool_call_input.done"})
+TEXT_DELTA = "response.output_text.delta"
+# Events about one content part of a message, and the text in it.
+PART_EVENTS = frozenset({TEXT_DELTA, "response.output_text.done", "response.content_part.added",
+                         "response.content_part.done"})
+# They carry the response so far: a client (the OpenAI SDK) reads output items from them too.
+LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress"})
+
+
+def states_a_call(event_type: str, payload: dict) -> bool:
+    """Whether an event carries a tool call's arguments or the whole call item."""
+    if event_type in ARGUMENT_DELTAS or event_type in ARGUMENT_DONE:
+        return True
+    final = payload.get("item") if event_type == "response.output_item.done" else None
+    return isinstance(final, dict) and final.get("type") in CALL_ITEM_TYPES
 
 
 def message_item(item_id: str, text: str) -> dict[str, Any]:
