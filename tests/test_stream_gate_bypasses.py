@@ -16,6 +16,7 @@ import pytest
 
 from gateway.policy import ChatStreamGate, Emit, Fail
 from gateway.policy.gating import GateItem
+from tests.test_policy_chat_stream import WHITELIST as WEATHER_ONLY
 from tests.test_policy_support import call_delta, chat_final, chunk, facts, run_chat, tenant
 
 APPROVE_WRITES = """
@@ -37,12 +38,6 @@ policy: team
 rules:
   - name: no-delete
     tools: {deny: [delete_file]}
-"""
-WEATHER_ONLY = """
-policy: team
-rules:
-  - name: weather-only
-    tools: {allow: [get_weather]}
 """
 
 
