@@ -85,11 +85,17 @@ async def end_started_stream(exchange: Exchange, failure: GatewayError) -> web.S
     """Refuse a request whose stream a hold already started: one final error event."""
     response = exchange.started_stream
     assert response is not None
-    exchange.status, exchange.error_type = failure.status, failure.metric
+    await _final_event(response, exchange, failure)
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await response.write(error_event(failure))
         await response.write_eof()
     return response
+
+
+async def _final_event(response: web.StreamResponse, exchange: Exchange, failure: GatewayError) -> None:
+    """End a started stream with `failure` as its last event (metered as that failure)."""
+    exchange.status, exchange.error_type = failure.status, failure.metric
+    with contextlib.suppress(ConnectionError, RuntimeError):  # the client may be gone already
+        await response.write(error_event(failure))
 
 
 async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchange, reply: UpstreamReply,
@@ -140,12 +146,9 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         usage.failed(exc)
         target = exchange.outcome.target
         exc.message = scrub(exc.message, target.provider.secrets if target is not None else ())
-        failure = mid_stream_error(exc)
-        exchange.status, exchange.error_type = failure.status, failure.metric
-        await response.write(error_event(failure))
+        await _final_event(response, exchange, mid_stream_error(exc))
     except GatewayError as failure:  # a stage ended the stream (e.g. a policy error)
-        exchange.status, exchange.error_type = failure.status, failure.metric
-        await response.write(error_event(failure))
+        await _final_event(response, exchange, failure)
     except ConnectionError:
         exchange.status = CLIENT_CLOSED
         raise
@@ -153,20 +156,14 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         # A bug, after the response started: the client still gets the final error event, and
         # the middleware never writes a second response into this one.
         log.exception("stream failed on request %s", exchange.request_id)
-        failure = errors.internal_error(exchange.request_id)
-        exchange.status, exchange.error_type = failure.status, failure.metric
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write(error_event(failure))
+        await _final_event(response, exchange, errors.internal_error(exchange.request_id))
     except asyncio.CancelledError:
         if not runtime.drain_expired:
             exchange.status = CLIENT_CLOSED  # the client went away
             raise
         # The drain timeout passed during shutdown: end the stream cleanly, never a silent cut.
-        failure = errors.service_unavailable("The gateway is shutting down and this stream ran past its drain "
-                                             "timeout; retry the request.")
-        exchange.status, exchange.error_type = failure.status, failure.metric
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write(error_event(failure))
+        await _final_event(response, exchange, errors.service_unavailable(
+            "The gateway is shutting down and this stream ran past its drain timeout; retry the request."))
     finally:
         exchange.finished = clock()
         await reply.close()
