@@ -171,14 +171,15 @@ class Router:
                 target.breaker.release_probe()
                 saturated.append(target)
                 continue
-            reason = next((failure.reason for failure in reversed(failures) if failure.kind != "unsupported"),
-                          "unavailable")
             failed_before = len(failures)
             reply = await self._try_target(route, target, make_call, is_content, outcome, failures)
             if len(failures) == failed_before + 1 and failures[-1].kind == "unsupported" and reply is None:
                 continue  # the target cannot express this request: skipped, not failed over to
-            # Counted once the target was really tried (its attempt is over by now).
+            # Counted once the target was really tried (its attempt is over by now), for why
+            # the target tried before it failed.
             if previous is not None:
+                reason = next((failure.reason for failure in reversed(failures[:failed_before])
+                               if failure.kind != "unsupported"), "unavailable")
                 self._count_failover(route, previous, target, reason, outcome)
             previous = target
             tried += 1
