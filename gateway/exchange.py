@@ -119,9 +119,15 @@ class Exchange:
     def elapsed(self) -> float:
         return (self.finished or time.perf_counter()) - self.started
 
-    def overhead(self) -> float:
-        """Time in the gateway itself: everything but waiting on the upstream or on approvers."""
-        return max(0.0, self.elapsed() - self.outcome.upstream_s - self.upstream_wait_s - self.approval_wait_s)
+    def waited(self) -> float:
+        """Time spent waiting on upstreams (their answers, the backoffs their failures called
+        for) and on approvers: what the gateway does not spend itself."""
+        outcome = self.outcome
+        return outcome.upstream_s + outcome.backoff_s + self.upstream_wait_s + self.approval_wait_s
+
+    def overhead(self, elapsed: float | None = None) -> float:
+        """Time in the gateway itself: everything but `waited()`."""
+        return max(0.0, (self.elapsed() if elapsed is None else elapsed) - self.waited())
 
     def headers(self) -> dict[str, str]:
         headers = {"X-Request-Id": self.request_id}

@@ -112,7 +112,7 @@ class Meter:
         model = exchange.model_name or exchange.alias_label
         provider = exchange.provider_name or ""
         elapsed = exchange.elapsed()
-        overhead = exchange.overhead()
+        overhead = exchange.overhead(elapsed)
         m = self.metrics
         m.requests(tenant, model, provider, str(exchange.status)).inc()
         m.duration(tenant, model).observe(elapsed)

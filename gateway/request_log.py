@@ -91,7 +91,7 @@ def request_fields(exchange: Exchange, *, content: bool = False) -> dict[str, An
         "latency_ms": _ms(elapsed),
         "ttft_ms": _ms(exchange.ttft_s) if exchange.ttft_s is not None else None,
         "upstream_ms": _ms(upstream),
-        "overhead_ms": _ms(max(0.0, elapsed - upstream)),
+        "overhead_ms": _ms(exchange.overhead(elapsed)),
         "attempts": outcome.attempts,
         "failovers": len(outcome.failovers),
         "attempt_errors": [f"{attempt.provider}/{attempt.model}: {attempt.error}"

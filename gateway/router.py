@@ -143,6 +143,8 @@ class Outcome:
     attempts: int = 0
     target: Target | None = None
     upstream_s: float = 0.0
+    backoff_s: float = 0.0
+    """Time spent waiting between retries: the upstream's failure, not the gateway's overhead."""
     failovers: list[str] = field(default_factory=list)
     tries: list[Attempt] = field(default_factory=list)
     abandoned_in_flight: bool = False
@@ -247,7 +249,9 @@ class Router:
                 if wait is None:
                     return None
                 self.metrics.retries(target.provider.name, target.model, exc.reason).inc()
+                backing_off = loop.time()
                 await asyncio.sleep(wait)
+                outcome.backoff_s += loop.time() - backing_off
                 continue
             except BaseException:
                 record.ended, record.error = time.time(), "cancelled"
