@@ -12,6 +12,8 @@ mistakes showing up only once the one before it is fixed.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +32,9 @@ class Bundle:
     config: Config
     policies: PolicySet
     prices: PriceTable
-
-    @property
-    def version(self) -> str:
-        """The policy set's content hash."""
-        return self.policies.version
+    version: str
+    """A hash of everything it was loaded from (config file, policy files, price file):
+    any change to any of them is a new version."""
 
 
 EMPTY_POLICIES = PolicySet([], "none")
@@ -67,7 +67,16 @@ def load_bundle(path: Path | None) -> tuple[Bundle | None, list[Problem]]:
                 *_unknown_policies(config, known, dir_refused=dir_refused)]
     if problems or policies is None or prices is None:
         return None, problems
-    return Bundle(config=config, policies=policies, prices=prices), []
+    return Bundle(config=config, policies=policies, prices=prices, version=_version(config, policies)), []
+
+
+def _version(config: Config, policies: PolicySet) -> str:
+    digest = hashlib.sha256(policies.version.encode())
+    for source in (config.path, config.pricing.file):
+        if source is not None:
+            with contextlib.suppress(OSError):  # removed since it was read: what was read is the version
+                digest.update(b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _load_prices(config: Config) -> tuple[PriceTable | None, list[Problem]]:

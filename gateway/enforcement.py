@@ -53,7 +53,7 @@ class Enforcer:
         snapshot = runtime.snapshot
         self.runtime = runtime
         self.exchange = exchange
-        self.version = snapshot.version
+        self.version = snapshot.policies.version
         self.policies: TenantPolicies = snapshot.policies.for_tenant(exchange.tenant.policies)
         body = exchange.body
         self.facts = RequestFacts(tenant=exchange.tenant.name, agent=exchange.agent, alias=exchange.alias,

@@ -90,10 +90,9 @@ class Snapshot:
     routes: dict[str, Route]
     prices: PriceTable
     policies: PolicySet
-
-    @property
-    def version(self) -> str:
-        return self.policies.version
+    version: str
+    """The bundle's version (config, policies and prices); approvals record the policy
+    set's own version."""
 
 
 class Runtime:
@@ -147,7 +146,7 @@ class Runtime:
             self.metrics.circuit_open.remove(*key)  # no stale circuit in /metrics or alerts
         keyring = KeyRing(config.tenants, config.admin_key_hashes, self._stored_keys)
         return Snapshot(config=config, keyring=keyring, routes=routes, prices=bundle.prices,
-                        policies=bundle.policies)
+                        policies=bundle.policies, version=bundle.version)
 
     def _provider(self, spec: ProviderConfig) -> Provider:
         known = self._providers.get(spec.name)

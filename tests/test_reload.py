@@ -84,10 +84,13 @@ def test_file_watcher_reloads_on_change(gateway: Gateway, tmp_path: Path) -> Non
 
 
 def test_new_alias_after_reload(gateway: Gateway, upstream_state: State) -> None:
+    before = reload(gateway).json()["version"]
     text = gateway.config_path.read_text()
     gateway.config_path.write_text(text.replace("models:\n", "models:\n  fresh:\n    targets:\n"
                                                 "    - {provider: upstream, model: fresh-upstream}\n", 1))
-    assert reload(gateway).json()["status"] == "ok"
+    answer = reload(gateway).json()
+    # A change to gateway.yaml alone is a new version, as a change to a policy is.
+    assert answer["status"] == "ok" and answer["version"] != before
     upstream_state.queue.append(Script(content="new alias"))
     completion = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY).chat.completions.create(
         model="fresh", messages=[{"role": "user", "content": "x"}])

@@ -22,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
     config = bundle.config
     where = args.config or "the bundled quickstart config"
     print(f"ok: {where}: {len(config.providers)} provider(s), {len(config.models)} model(s), "
-          f"{len(config.tenants)} tenant(s), {len(bundle.policies.names())} policies "
-          f"(version {bundle.version})")
+          f"{len(config.tenants)} tenant(s), {len(bundle.policies.names())} policies; "
+          f"version {bundle.version}")
     return 0
