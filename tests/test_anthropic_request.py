@@ -18,6 +18,7 @@ import pytest
 from anthropic.types import message_create_params
 
 from providers.anthropic import ModelTraits, chat_to_anthropic, traits_for
+from providers.anthropic.request import output_allowance
 from providers.base import UnsupportedRequest
 from tests.fakes.anthropic_server import create_app
 
@@ -110,3 +111,20 @@ def test_temperature_is_sent_to_models_that_take_it_only() -> None:
     assert "temperature" not in chat_to_anthropic(body, "claude-opus-4-7")
     no_sampling = traits_for("claude-sonnet-4-5", "2026-10-21")
     assert "temperature" not in chat_to_anthropic(body, "claude-sonnet-4-5", traits=no_sampling)
+
+
+@pytest.mark.parametrize(("body", "thinking", "allowance"), [
+    ({"max_tokens": 100, "reasoning_effort": "high"}, "budget", 100 + 16_384),
+    ({"max_output_tokens": 100, "reasoning": {"effort": "medium"}}, "budget", 100 + 4_096),  # Responses
+    ({"max_tokens": 20_000, "reasoning_effort": "high"}, "budget", 20_000),  # room for the budget already
+    ({"reasoning_effort": "low"}, "budget", 4_096),  # the default max_tokens holds the 1,024 budget
+    ({"max_tokens": 100, "reasoning_effort": "high"}, "adaptive", 100),  # thinks within max_tokens
+    ({}, "budget", 4_096),
+])
+def test_output_allowance_is_the_max_tokens_the_translation_sends(body: dict[str, Any], thinking: str,
+                                                                  allowance: int) -> None:
+    traits = ModelTraits(thinking=thinking)  # type: ignore[arg-type]
+    assert output_allowance(body, traits) == allowance
+    if "messages" not in body and "max_output_tokens" not in body and "reasoning" not in body:
+        sent = chat_to_anthropic({**body, "messages": [{"role": "user", "content": "x"}]}, "claude-x", traits=traits)
+        assert sent["max_tokens"] == allowance

@@ -4,7 +4,7 @@ shared by two gateways."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +13,10 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
+from tests.fakes import anthropic_server
 from tests.fakes.openai_server import Script, State
-from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config
+from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, serving
+from tests.providers_matrix import ANTHROPIC_KEY
 
 PRICE = {"gpt-test-upstream": {"input": 1.0, "output": 1.0}}  # $1 per million tokens
 OUTPUT = 10_000
@@ -162,6 +164,45 @@ def test_budget_reservation_prices_the_dearest_target(gateway_factory: Callable[
             model="gpt-test", max_tokens=OUTPUT, messages=[{"role": "user", "content": "x"}])
     assert raised.value.body["code"] == "budget_exceeded"  # type: ignore[index]
     assert upstream_state.requests == []
+
+
+@pytest.fixture
+def anthropic_fake(bg: BackgroundLoop) -> Iterator[Server]:
+    yield from serving(bg, anthropic_server.create_app(api_key=ANTHROPIC_KEY))
+
+
+async def test_budget_reserves_the_thinking_budget_an_adapter_adds(gateway_factory: Callable[..., Gateway],
+                                                                  openai_upstream: Server,
+                                                                  anthropic_fake: Server) -> None:
+    # `reasoning_effort: high` on a Claude model with manual thinking budgets: the adapter
+    # sends max_tokens 100 + 16,384, so each call may bill ~16,500 output tokens, not 100.
+    config = budget_config(openai_upstream, budget={"usd_per_day": 0.30})
+    config["providers"]["claude"] = {"type": "anthropic", "base_url": anthropic_fake.url, "api_key": ANTHROPIC_KEY}
+    config["models"]["claude"] = {"targets": [{"provider": "claude", "model": "claude-sonnet-4-5"}]}
+    config["pricing"] = {"models": {"claude-sonnet-4-5": {"input": 3.0, "output": 15.0}}}
+    gateway = gateway_factory(config)
+    state = anthropic_fake.runner.app[anthropic_server.STATE]
+    state.queue += [anthropic_server.Script(
+        message={"content": [{"type": "text", "text": "thought hard"}], "stop_reason": "end_turn",
+                 "usage": {"input_tokens": 20, "output_tokens": 16_000}}, delay_s=0.3) for _ in range(5)]
+    api = AsyncOpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0, timeout=60)
+
+    async def one() -> Any:
+        try:
+            return await api.chat.completions.create(model="claude", max_tokens=100, reasoning_effort="high",
+                                                     messages=[{"role": "user", "content": "think"}])
+        except openai.APIStatusError as exc:
+            return exc
+
+    try:
+        results = await asyncio.gather(*(one() for _ in range(5)))
+    finally:
+        await api.close()
+    assert [request["max_tokens"] for request in state.requests] == [100 + 16_384]
+    # Each call reserves ~$0.25 of the $0.30: one is served, the other four are refused
+    # before they can spend (a reservation of 100 output tokens let all five through: $1.20).
+    assert sum(isinstance(result, openai.RateLimitError) for result in results) == 4
+    assert spend(gateway) == pytest.approx(20 * 3e-6 + 16_000 * 15e-6)
 
 
 def two_gateways(gateway_factory: Callable[..., Gateway], upstream: Server, redis_url: str,

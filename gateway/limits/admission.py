@@ -20,19 +20,12 @@ from gateway.limits.concurrency import ConcurrencyCap
 from gateway.limits.quota import DEFAULT_OUTPUT_ESTIMATE, Hold, Quotas, budget_limits
 from gateway.router import Route
 from gateway.usage import Usage
+from providers.allowance import output_allowance
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 log = logging.getLogger("lockgate.limits")
-
-
-def output_cap(body: dict) -> int | None:
-    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(field)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class Admission:
@@ -87,15 +80,17 @@ class Admission:
         if not (limits.rpm or limits.tpm or budget_limits(tenant) or tenant.model_limits):
             return None
         prompt = exchange.estimated_prompt_tokens()
-        cap = output_cap(exchange.body)
-        tokens = prompt + (cap or 0)
+        # Any target may end up serving it (failover): reserve for the one that may cost most.
+        body = exchange.body
+        allowances = [(target.model, output_allowance(target.provider, body, target.model))
+                      for target in route.targets]
+        tokens = prompt + max((allowance or 0 for _, allowance in allowances), default=0)
         cost = 0.0
         if budget_limits(tenant):
-            # Any target may end up serving it (failover): reserve what the dearest would cost.
             prices = self.runtime.snapshot.prices
-            estimate = Usage(input_tokens=prompt, output_tokens=cap or DEFAULT_OUTPUT_ESTIMATE)
-            cost = max((price.cost(estimate) for target in route.targets
-                        if (price := prices.price(target.model)) is not None), default=0.0)
+            cost = max((price.cost(Usage(input_tokens=prompt, output_tokens=allowance or DEFAULT_OUTPUT_ESTIMATE))
+                        for model, allowance in allowances if (price := prices.price(model)) is not None),
+                       default=0.0)
         exchange.reserved_tokens = tokens
         try:
             return await self.quotas.take(tenant, route.alias, tokens, cost, time.time())

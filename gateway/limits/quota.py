@@ -1,10 +1,13 @@
 """Rate limits (requests and tokens per minute) and spend budgets (per day, per month).
 
-Before a call its cost is *reserved* from an estimate (prompt tokens estimated, output
-capped by `max_tokens` or a default); after it, the reservation is *settled* with the
-actual figures. The check and the reservation are one atomic step in the backend, so
-under concurrency the recorded spend passes a budget by at most the difference between
-one request's actual and estimated cost.
+Before a call its cost is *reserved* from an estimate (prompt tokens estimated, output at
+the most the upstream may produce: `max_tokens`, plus any thinking budget an adapter adds;
+a default when nothing bounds it); after it, the reservation is *settled* with the actual
+figures. The check and the reservation are one atomic step in the backend, so requests in
+flight together can never reserve past a budget. The recorded spend passes it only by what
+requests produce beyond their reservation: the estimated prompt's error, and for requests
+with no output limit (an OpenAI-compatible target without `max_tokens`) the output beyond
+`DEFAULT_OUTPUT_ESTIMATE`, for each such request in flight at once.
 """
 
 from __future__ import annotations

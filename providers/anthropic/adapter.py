@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.config import ProviderConfig
 from providers.anthropic.errors import anthropic_error
-from providers.anthropic.request import chat_to_anthropic
+from providers.anthropic.request import chat_to_anthropic, output_allowance
 from providers.anthropic.response import anthropic_to_chat
 from providers.anthropic.stream import AnthropicStreamTranslator
 from providers.anthropic.traits import LEGACY_API_VERSION, traits_for
@@ -57,6 +57,9 @@ class AnthropicDialect:
 
     def request(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         return chat_to_anthropic(body, model, traits=traits_for(model, self.api_version))
+
+    def output_allowance(self, body: dict[str, Any], model: str) -> int:
+        return output_allowance(body, traits_for(model, self.api_version))
 
     def response(self, payload: Any, call: UpstreamCall) -> dict[str, Any]:
         if not isinstance(payload, dict) or payload.get("type") != "message":

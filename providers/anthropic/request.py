@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from providers.allowance import requested_output_cap
 from providers.anthropic.messages import convert_messages
 from providers.anthropic.tools import convert_tools, history_tools
 from providers.anthropic.traits import ModelTraits, traits_for
 from providers.base import UnsupportedRequest
 from providers.shapes import request_guard
 
+DEFAULT_MAX_TOKENS = 4096
+"""Sent when the client sets no output limit (Anthropic requires one)."""
 # reasoning_effort -> thinking.budget_tokens for models that take a manual budget.
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768,
                     "max": 32768}
@@ -51,7 +54,7 @@ _UNSUPPORTED = {
 
 
 @request_guard("Anthropic")
-def chat_to_anthropic(body: dict[str, Any], model: str, *, default_max_tokens: int = 4096,
+def chat_to_anthropic(body: dict[str, Any], model: str, *, default_max_tokens: int = DEFAULT_MAX_TOKENS,
                       traits: ModelTraits | None = None) -> dict[str, Any]:
     """The Anthropic Messages body for a Chat Completions `body`, sent to `model`.
 
@@ -160,11 +163,28 @@ def _apply_thinking(request: dict[str, Any], effort: Any, traits: ModelTraits) -
         return True
     budget = THINKING_BUDGETS[effort]
     request["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    if request["max_tokens"] <= budget:
-        # OpenAI counts reasoning inside the completion limit; Anthropic wants the budget
-        # below max_tokens, so keep the caller's limit for the answer itself.
-        request["max_tokens"] += budget
+    request["max_tokens"] = _with_budget(request["max_tokens"], budget)
     return True
+
+
+def _with_budget(max_tokens: int, budget: int) -> int:
+    # OpenAI counts reasoning inside the completion limit; Anthropic wants the budget below
+    # max_tokens, so the caller's limit is kept for the answer itself.
+    return max_tokens + budget if max_tokens <= budget else max_tokens
+
+
+def output_allowance(body: dict[str, Any], traits: ModelTraits, default_max_tokens: int = DEFAULT_MAX_TOKENS
+                     ) -> int:
+    """The `max_tokens` a request translated from `body` may carry (thinking included): the
+    most output it can bill. Chat or Responses fields; never raises (the translation judges)."""
+    cap = requested_output_cap(body) or default_max_tokens
+    effort = body.get("reasoning_effort")
+    if effort is None and isinstance(body.get("reasoning"), dict):
+        effort = body["reasoning"].get("effort")
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None or traits.thinking == "adaptive":
+        return cap  # adaptive thinking spends within max_tokens
+    return _with_budget(cap, budget)
 
 
 def _thinking_possible(request: dict[str, Any]) -> bool:
