@@ -3,7 +3,9 @@
 The meter reads usage from what the upstream reported (JSON body, or the stream as it
 passes), prices it, and records one ledger row per authenticated request. When the
 upstream reported nothing (a cut stream, a client that left), tokens are estimated
-and the row is marked `estimated`.
+and the row is marked `estimated`. A stream that stops after the upstream reported part
+of its usage (an Anthropic or Gemini stream reports the prompt long before its end) is
+metered from that report, only what it did not report yet estimated (`usage_so_far`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from gateway.usage import (
     usage_from_chat,
     usage_from_embeddings,
     usage_from_responses,
+    usage_reported_by,
 )
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, UpstreamError
 from providers.sse import SSEEvent
+from providers.translated import stopped_stream_usage
 
 log = logging.getLogger("lockgate.metering")
 
@@ -62,10 +66,26 @@ class UsageWatch:
         return []
 
     def failed(self, exc: UpstreamError) -> None:
-        """The stream ended in a failure event: its usage (a `response.failed` has it) counts."""
+        """The stream failed: the usage its failure event carries (a `response.failed` has it)
+        counts, else what the provider had reported before the failure."""
         if exc.event is not None:
             self.tracker.feed(exc.event)
             self.exchange.usage = self.tracker.usage
+        if self.tracker.usage is None and exc.usage is not None:
+            self.exchange.usage = usage_so_far(exc.usage, self.tracker.text_bytes)
+
+
+def usage_so_far(reported: dict[str, Any], text_bytes: int) -> Usage | None:
+    """The usage of a stream that stopped early, from the Chat-shaped usage its provider had
+    reported (`UpstreamError.usage`): the prompt counts as reported (its cached part priced
+    as such); the output too, unless the provider had not counted it yet
+    (`completion_tokens` None): then it is estimated from the `text_bytes` relayed, as for
+    a stream without any report, and the usage is marked `estimated`."""
+    usage = usage_from_chat(reported)
+    if usage is not None and reported.get("completion_tokens") is None:
+        usage.output_tokens, usage.reasoning_tokens = tokens_for_bytes(text_bytes), 0
+        usage.estimated = True
+    return usage
 
 
 class Meter:
@@ -105,7 +125,19 @@ class Meter:
             exchange.finalized = True
             if exchange.usage is not None and exchange.model_name:
                 exchange.cost_usd = self.prices.cost(exchange.model_name, exchange.usage)
+            self._add_billed_failures(exchange)
         return exchange.usage, exchange.cost_usd
+
+    def _add_billed_failures(self, exchange: Exchange) -> None:
+        """Attempts that failed with a usage report were billed: they count, each at its price."""
+        for attempt in exchange.outcome.tries:
+            usage = usage_reported_by(attempt.reported) if attempt.reported is not None else None
+            if usage is None:
+                continue
+            exchange.usage = usage if exchange.usage is None else exchange.usage + usage
+            cost = self.prices.cost(attempt.model, usage)
+            if cost is not None:
+                exchange.cost_usd = (exchange.cost_usd or 0.0) + cost
 
     def _record(self, exchange: Exchange) -> None:
         tenant = exchange.tenant.name if exchange.tenant is not None else UNKNOWN
@@ -141,7 +173,15 @@ class Meter:
             self.metrics.cost(tenant, model).inc(cost)
 
     def estimate(self, exchange: Exchange) -> Usage:
-        """Tokens when the upstream reported none: the prompt counted, the output from what passed."""
+        """Tokens when the upstream reported none: the prompt counted, the output from what passed.
+
+        A translated stream the gateway stopped reading (the client left) had no usage chunk
+        yet, but its provider may have reported the prompt: that report wins over a count.
+        """
+        reported = stopped_stream_usage()
+        usage = usage_so_far(reported, exchange.stream_text_bytes) if reported is not None else None
+        if usage is not None:
+            return usage
         body = exchange.body or {}
         input_tokens = count_request_tokens(exchange.api, body, exchange.model_name)
         output_tokens = tokens_for_bytes(exchange.stream_text_bytes) if exchange.stream else 0

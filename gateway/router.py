@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway import errors
 from gateway.circuit import OPEN, CircuitBreaker
@@ -134,6 +135,9 @@ class Attempt:
     ended: float = 0.0
     error: str | None = None
     """None on success, else the failure's reason (http_503, timeout, ...)."""
+    reported: dict[str, Any] | None = None
+    """What a failed attempt's answer reported, usage included: providers bill some failures
+    (a Gemini answer that broke off, a Responses `response.failed`), so they are metered."""
 
 
 @dataclass(slots=True)
@@ -237,7 +241,7 @@ class Router:
                 return None
             except UpstreamError as exc:
                 outcome.upstream_s += loop.time() - started
-                record.ended, record.error = time.time(), exc.reason
+                record.ended, record.error, record.reported = time.time(), exc.reason, exc.event
                 exc.message = scrub(exc.message, target.provider.secrets)
                 if exc.error_code is not None:
                     exc.error_code = scrub(exc.error_code, target.provider.secrets)

@@ -78,6 +78,19 @@ def usage_from_responses(usage: Any) -> Usage | None:
                  "output_tokens_details")
 
 
+def usage_reported_by(payload: Any) -> Usage | None:
+    """The usage in what a failed attempt reported (`UpstreamError.event`), whatever its API:
+    a Chat answer or chunk, a Responses answer, or a `response.failed` / `.incomplete` event."""
+    if not isinstance(payload, Mapping):
+        return None
+    response = payload.get("response")
+    if isinstance(response, Mapping):
+        return usage_from_responses(response.get("usage"))
+    if payload.get("object") == "response":
+        return usage_from_responses(payload.get("usage"))
+    return usage_from_chat(payload.get("usage"))
+
+
 def usage_from_embeddings(usage: Any) -> Usage | None:
     """Read an Embeddings `usage` object (`prompt_tokens`, or `total_tokens` when it is alone)."""
     if not isinstance(usage, Mapping):

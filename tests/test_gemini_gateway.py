@@ -19,6 +19,7 @@ from agents import Agent, function_tool
 from openai import OpenAI
 from pydantic import BaseModel
 
+from gateway.usage import Usage
 from tests.agents_support import agents_model, run_agent
 from tests.fakes.gemini_server import STATE, FakeGeminiState, Script, create_app
 from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, serving
@@ -201,3 +202,23 @@ def test_a_stream_that_breaks_off_after_content_ends_with_the_error_event(
     assert last["error"]["type"] == "upstream_error"
     assert "finishReason MALFORMED_FUNCTION_CALL" in last["error"]["message"]
     assert len(state.requests) == 1, "content had reached the client: no second attempt"
+
+
+def _totals(gateway: Gateway) -> dict[str, Any]:
+    return httpx.get(f"{gateway.base_url}/usage", headers={"Authorization": f"Bearer {TENANT_KEY}"}).json()["totals"]
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["retried", "all-broken"])
+def test_answers_that_broke_off_are_metered_as_billed(state: FakeGeminiState, gateway_on: Callable[[str], Gateway],
+                                                       answered: bool) -> None:
+    # Google bills an answer that broke off like any other: the retry must not hide it.
+    gateway = gateway_on("gemini-2.5-flash")
+    usage = {"promptTokenCount": 100, "candidatesTokenCount": 20}
+    broken = Script.reply(finish_reason="MALFORMED_FUNCTION_CALL", usage=usage)
+    state.queue.extend([broken, Script.reply({"text": "Sunny."}, usage=usage) if answered else broken])
+    assert _post_chat(gateway, stream=False).status_code == (200 if answered else 502)
+    totals = _totals(gateway)
+    one_call = gateway.runtime.snapshot.prices.cost("gemini-2.5-flash", Usage(input_tokens=100, output_tokens=20))
+    assert one_call
+    assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (1, 200, 40)
+    assert totals["cost_usd"] == pytest.approx(2 * one_call)

@@ -46,7 +46,7 @@ def gemini_to_chat(response: dict[str, Any], model: str, *, created: int | None 
     if not candidates:
         raise UpstreamError("Gemini answered without any candidate", kind="malformed", retryable=True)
     for candidate in candidates:
-        raise_if_broken(candidate.get("finishReason"))
+        raise_if_broken(candidate.get("finishReason"), response.get("usageMetadata"))
     completion_id = completion_id or completion_id_for(response)
     completion: dict[str, Any] = {
         "id": completion_id,
@@ -91,17 +91,19 @@ def raise_if_blocked(response: dict[str, Any]) -> None:
     )
 
 
-def raise_if_broken(gemini_reason: str | None) -> None:
+def raise_if_broken(gemini_reason: str | None, usage_metadata: Any = None) -> None:
     """A finish reason that means the answer broke off is a failed attempt, never an answer.
 
     Read as a plain stop it would hand the client a successful, empty answer. The same
     request usually succeeds when sent again (the model samples anew), so it is retryable:
-    the router retries it or fails over.
+    the router retries it or fails over. Gemini bills it all the same: its usage goes with
+    the error, to be metered.
     """
     why = _BROKEN.get(gemini_reason or "")
     if why is not None:
+        reported = {"usage": usage_to_chat(usage_metadata)} if isinstance(usage_metadata, dict) else None
         raise UpstreamError(f"Gemini ended the answer with finishReason {gemini_reason}: {why}",
-                            kind="malformed", retryable=True)
+                            kind="malformed", retryable=True, event=reported)
 
 
 def completion_id_for(response: dict[str, Any]) -> str:
