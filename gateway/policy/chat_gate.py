@@ -15,7 +15,8 @@ replaced by a text delta naming the rule, or ends the stream (`on_violation: err
 A call that changes after it was checked, a delta without a valid index, an index
 that goes back to a new call, a choice index that is not a plain int, or a call delta
 clients could read two ways (a `function` and a `custom` object that disagree, a type
-the gate does not know or that changes) fails the stream closed.
+the gate does not know or that changes), and text for a choice that finished once rules
+reading its whole text judged it, fail the stream closed.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class ChatStreamGate:
         self._passing = False
         self._envelope: dict[str, Any] = {}
         self._roles = RoleOnce()
+        # Choices that finished after the rules reading their whole text judged it.
+        self._judged: set[int] = set()
 
     # -- the driver's API ---------------------------------------------------------
 
@@ -167,13 +170,18 @@ class ChatStreamGate:
                 return self._malformed("the chunk's choices are not a list of objects", unreadable=fed)
             # One pass: this runs for every text delta.
             for data in choices:
-                if not isinstance(data.get("delta", {}), dict):
+                delta = data.get("delta", {})
+                if not isinstance(delta, dict):
                     return self._malformed("a choice's delta is not an object", unreadable=fed)
                 # Which choice its deltas (text included) belong to is unknown, so the
                 # chunk is unreadable: clients would put "1.0" in choice 1, the gate could
                 # only guess (and once merged it into choice 0).
                 if not plain_index(data.get("index")):
                     return self._malformed("a choice has no valid 'index'", unreadable=fed)
+                # Clients append it to the answer that was judged without it (a deny on
+                # `response_text` would have missed it): it cannot be judged any more.
+                if self._judged and delta.get("content") and data["index"] in self._judged:
+                    return self._malformed("text after the choice finished", unreadable=fed)
             self._envelope = {key: value for key, value in chunk.items() if key not in ("choices", "usage")}
             # How much each call held before this chunk, should it have to go on as it came.
             held_before = ({key: len(call.held) for key, call in self._calls.items()}
@@ -348,6 +356,8 @@ class ChatStreamGate:
                 choice.finished = True
                 text += choice.text.flush()
                 choice.text.close()
+                if choice.text.judged:
+                    self._judged.add(choice.index)
             if choice.text.failure is not None:
                 self._failed = True
                 return data

@@ -51,6 +51,9 @@ class TextFilter:
         self._carry = ""
         self._recorded: set[tuple[str, str]] = set()
         self.changed = False
+        # Set by `close` when rules read the whole text: a gate must not pass text that
+        # arrives after it on (it was never part of the text they judged).
+        self.judged = False
         for decision in decisions or []:
             self._record(decision)
 
@@ -91,7 +94,9 @@ class TextFilter:
         return "" if self.failure is not None else out
 
     def close(self) -> None:
-        """The response is complete: run the rules whose condition reads the whole text."""
+        """The response is complete: run the rules whose condition reads the whole text.
+        Text fed later is still redacted, but no such rule sees it (see `judged`)."""
+        self.judged = self.judged or self._at_end is not None
         if self._at_end is not None and self.failure is None:
             for decision in self._at_end("".join(self._seen_text)):
                 self._record(decision)

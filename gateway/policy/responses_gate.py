@@ -7,9 +7,10 @@ when a rule reads arguments, once they are complete (`...arguments.done` /
 An allowed item is released as it came; a blocked one is replaced, at the same
 output index, by a message item naming the rule, so later output indexes stay
 valid. The terminal event (`response.completed` and kin) carries the whole output
-again, which clients such as the Agents SDK read their tool calls from: it is
-rewritten the same way, and any call item in it that was not streamed is judged
-there. Sequence numbers are renumbered when events are held back or replaced.
+again, which clients such as the Agents SDK read their tool calls from, and a
+lifecycle snapshot (`response.created`, ...) the output so far, which the SDK reads
+too: they are rewritten the same way, and any call item in them that was not streamed
+is judged there. Sequence numbers are renumbered when events are held back or replaced.
 
 Response-stage text rules see every message text a client can read. A content part's
 deltas stream through the text filter, which may hold a tail back until the part ends
@@ -21,12 +22,12 @@ the gate cannot place (an index that is not a plain int, no message announced th
 part going on after it ended, a text that is no string) fails the stream closed, as an
 unannounced tool call does: a client still shows it (JavaScript reads `0.0` as `0`),
 and redacting it whole would miss a key split across it and the part it continues.
+So does text after the response ended: the rules that read the whole text judged it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.policy.engine import TenantPolicies
@@ -47,15 +48,19 @@ from gateway.policy.responses_items import (
     ARGUMENT_DONE,
     LIFECYCLE,
     PART_EVENTS,
+    STATES_OUTPUT,
     TERMINAL,
     TEXT_DELTA,
+    OutputItem,
     Sequencer,
     UnreadableText,
     is_message,
     message_events,
     message_item,
     message_parts,
+    new_call,
     output_parts,
+    restated,
     stated_message,
     states_a_call,
     text_delta,
@@ -64,16 +69,6 @@ from gateway.policy.streamcalls import CallChecker, Step, StreamCall
 from gateway.policy.toolrefs import CALL_ITEM_TYPES, item_arguments, item_ref
 
 _END: tuple[str, dict] = ("", {})
-@dataclass(eq=False)
-class _Item:
-    output_index: int
-    call: StreamCall | None = None
-    message: bool = False
-    replacement: dict | None = None
-    item_id: str = ""
-    # content_index -> the text that went out for that part (after redaction). A part
-    # in here has started: only the open part (the gate's `_open`) may get more.
-    texts: dict[int, list[str]] = field(default_factory=dict)
 
 
 class ResponsesStreamGate:
@@ -88,10 +83,10 @@ class ResponsesStreamGate:
         # Off once a malformed stream only shadow rules read goes on ungated (`_pass_on`).
         self._text_on = self._text is not None
         # The part whose deltas stream through the text filter, which holds its tail.
-        self._open: tuple[_Item, int] | None = None
-        self._items: dict[int, _Item] = {}
+        self._open: tuple[OutputItem, int] | None = None
+        self._items: dict[int, OutputItem] = {}
         self._backlog: deque[tuple[str, dict]] = deque()
-        self._holding: _Item | None = None
+        self._holding: OutputItem | None = None
         self._failed = False
         self._sequence = Sequencer()
 
@@ -127,7 +122,7 @@ class ResponsesStreamGate:
         while self._backlog and self._holding is None and not self._failed:
             entry = self._backlog.popleft()
             out.extend(self._settle_all() if entry is _END else self._event(*entry))
-            if self._holding is not None and (entry is _END or entry[0] in TERMINAL):
+            if self._holding is not None and (entry is _END or entry[0] in STATES_OUTPUT):
                 # The hold came before this event was used up: run it again once resolved.
                 self._backlog.appendleft(entry)
         if self._failed:
@@ -157,7 +152,7 @@ class ResponsesStreamGate:
                                        (event_type, payload))
             if self._text_on and event_type == "response.output_item.done":
                 return self._text_event(item, index, event_type, payload)
-            if self._text_on and event_type in LIFECYCLE:
+            if event_type in LIFECYCLE:
                 return self._snapshot(event_type, payload)
             return [Emit(payload, True, event_type)]
         except UnreadableText as problem:
@@ -169,28 +164,22 @@ class ResponsesStreamGate:
             raise UnreadableText("an output item has no valid 'item' or 'output_index'")
         if self._text_on and is_message(data):
             parts = message_parts(data)  # checked before anything changes
-            item = self._items[index] = _Item(index, message=True, item_id=str(data.get("id") or ""))
+            item = self._items[index] = OutputItem(index, message=True, item_id=str(data.get("id") or ""))
             return self._filled(item, event_type, payload, parts)
-        item = self._items[index] = _Item(index, message=data.get("type") == "message")
+        item = self._items[index] = OutputItem(index, message=data.get("type") == "message")
         if not (self._gate_tools and data.get("type") in CALL_ITEM_TYPES):
             return [Emit(payload, True, event_type)]
-        item.call = self._new_call(data, index)
+        item.call = new_call(data, index)
         item.call.held.append(Emit(payload, True, event_type))
         return self._apply(self._checker.check(item.call, complete=False), item)
 
-    def _new_call(self, data: dict, index: int) -> StreamCall:
-        arguments, is_json = item_arguments(data)
-        key = data.get("id") if isinstance(data.get("id"), str) and data.get("id") else f"output_{index}"
-        return StreamCall(key, tool=item_ref(data), argument_parts=[arguments] if arguments else [],
-                          is_json=is_json)
-
-    def _call_event(self, item: _Item, call: StreamCall, event_type: str, payload: dict) -> list[GateItem]:
+    def _call_event(self, item: OutputItem, call: StreamCall, event_type: str, payload: dict) -> list[GateItem]:
         final: dict | None = payload.get("item") if event_type == "response.output_item.done" else None
         fragment = payload.get("delta") if event_type in ARGUMENT_DELTAS else None
         fragment = fragment if isinstance(fragment, str) else ""
         if call.state == "blocked":
             return []
-        why = self._checker.tampered(call, "", fragment) or self._changed(call, event_type, payload, final)
+        why = self._checker.tampered(call, "", fragment) or restated(call, event_type, payload, final)
         if why:
             return self._malformed(why, (event_type, payload), call)
         if call.state == "released":
@@ -206,28 +195,9 @@ class ResponsesStreamGate:
             call.tool = item_ref(final)
         return self._apply(self._checker.check(call, complete=complete), item) if complete else []
 
-    def _changed(self, call: StreamCall, event_type: str, payload: dict, final: dict | None) -> str | None:
-        """Why an event that states the call whole disagrees with what was judged (its
-        tool, its complete arguments) or with the arguments that streamed, if it does."""
-        stated = payload.get("arguments", payload.get("input")) if event_type in ARGUMENT_DONE else None
-        if final is not None:
-            # The whole ToolRef: an MCP call's name is its server, the tool on it is `related`.
-            if call.state != "pending" and item_ref(final) != call.tool:
-                return f"tool call '{call.name}' changed its name after it was checked"
-            stated = item_arguments(final)[0]
-        if not isinstance(stated, str):
-            return None
-        if call.checked_arguments is not None:
-            if stated != call.checked_arguments:
-                return f"tool call '{call.name}' changed its arguments after they were checked"
-        elif call.state != "released" and call.arguments and stated != call.arguments:
-            # The rules read the stated arguments, the client may assemble the deltas.
-            return f"tool call '{call.name}' states other arguments than it streamed"
-        return None
-
     # -- text ---------------------------------------------------------------------
 
-    def _text_event(self, item: _Item | None, index: Any, event_type: str, payload: dict) -> list[GateItem]:
+    def _text_event(self, item: OutputItem | None, index: Any, event_type: str, payload: dict) -> list[GateItem]:
         assert self._text is not None
         final = payload.get("item") if event_type == "response.output_item.done" else None
         if final is not None and not is_message(final):
@@ -250,7 +220,7 @@ class ResponsesStreamGate:
                 raise UnreadableText("a text delta or filled content part is not a string")
             opened = self._open
             out = [] if opened is not None and opened[0] is item and opened[1] == part else self._start_part(item, part)
-            piece = self._text.feed(text)
+            piece = self._text.feed(self._fresh(text))
             item.texts[part].append(piece)
             if self._text.failure is not None:
                 return self._text_failure()
@@ -268,7 +238,7 @@ class ResponsesStreamGate:
             return self._part_done(item, part, event_type, payload, data.get("text"), "part")
         return [Emit(payload, True, event_type)]
 
-    def _start_part(self, item: _Item, part: int) -> list[GateItem]:
+    def _start_part(self, item: OutputItem, part: int) -> list[GateItem]:
         """Make (item, part) the open part. Parts stream one after another (the filter
         holds one tail), so the part open before ends here. An ended part that goes on
         could split a key across its end, where no scan sees it: that fails closed."""
@@ -297,7 +267,7 @@ class ResponsesStreamGate:
         numbered = self._sequence.next is not None
         return [Emit(text_delta(item.item_id, item.output_index, part, rest, numbered=numbered), False, TEXT_DELTA)]
 
-    def _part_done(self, item: _Item, part: int, event_type: str, payload: dict, text: Any,
+    def _part_done(self, item: OutputItem, part: int, event_type: str, payload: dict, text: Any,
                    key: str) -> list[GateItem]:
         """`output_text.done` (`key` "text") or `content_part.done` (`key` "part"): the
         part's text as it went out; a part that never streamed is redacted whole."""
@@ -311,14 +281,14 @@ class ResponsesStreamGate:
         if part not in item.texts:
             if text is None:
                 return [*out, Emit(payload, True, event_type)]
-            item.texts[part] = [self._text.whole(text)]
+            item.texts[part] = [self._whole(text)]
             if self._text.failure is not None:
                 return self._text_failure()
         joined = "".join(item.texts[part])
         change = {"text": joined} if key == "text" else {"part": {**payload["part"], "text": joined}}
         return [*out, self._with_text(event_type, payload, change)]
 
-    def _filled(self, item: _Item, event_type: str, payload: dict, parts: list[dict]) -> list[GateItem]:
+    def _filled(self, item: OutputItem, event_type: str, payload: dict, parts: list[dict]) -> list[GateItem]:
         """`output_item.added` for a message with filled content: its last filled part may
         go on in deltas, so it streams; the parts before it are whole."""
         assert self._text is not None
@@ -326,19 +296,19 @@ class ResponsesStreamGate:
         if not filled:
             return [Emit(payload, True, event_type)]
         out = self._start_part(item, filled[-1])
-        item.texts[filled[-1]].append(self._text.feed(parts[filled[-1]]["text"]))
-        data = stated_message(payload["item"], parts, item.texts, self._text.whole)
+        item.texts[filled[-1]].append(self._text.feed(self._fresh(parts[filled[-1]]["text"])))
+        data = stated_message(payload["item"], parts, item.texts, self._whole)
         if self._text.failure is not None:
             return self._text_failure()
         return [*out, self._with_text(event_type, payload, {"item": data})]
 
-    def _item_done(self, item: _Item, event_type: str, payload: dict, final: dict) -> list[GateItem]:
+    def _item_done(self, item: OutputItem, event_type: str, payload: dict, final: dict) -> list[GateItem]:
         assert self._text is not None
         parts = message_parts(final)
         out = self._close_part() if self._open is not None and self._open[0] is item else []
         if self._failed:
             return out
-        final = stated_message(final, parts, item.texts, self._text.whole)
+        final = stated_message(final, parts, item.texts, self._whole)
         if self._text.failure is not None:
             return self._text_failure()
         return [*out, self._with_text(event_type, payload, {"item": final})]
@@ -353,23 +323,41 @@ class ResponsesStreamGate:
             if parts is not None:
                 item = self._items.get(index)
                 if item is None and final:
-                    item = self._items[index] = _Item(index, message=True)
+                    item = self._items[index] = OutputItem(index, message=True)
                 texts = {} if item is None or not item.message else item.texts
-                data = stated_message(data, parts, texts if final else dict(texts), self._text.whole)
+                data = stated_message(data, parts, texts if final else dict(texts), self._whole)
             new_output.append(data)
         return new_output
 
     def _snapshot(self, event_type: str, payload: dict) -> list[GateItem]:
-        """A lifecycle event: the response so far. A part still streaming states what went out so far."""
-        assert self._text is not None
+        """A lifecycle event: the response so far. Its call items are judged as in the
+        terminal event; a part still streaming states what went out so far."""
         response = payload.get("response")
         output = response.get("output") if isinstance(response, dict) else None
-        if not isinstance(output, list) or not output:
+        if not isinstance(output, list) or not output:  # the usual snapshot: nothing to judge
             return [Emit(payload, True, event_type)]
-        new_output = self._stated_output(output, output_parts(output), final=False)
-        if self._text.failure is not None:
-            return self._text_failure()
-        return [self._with_text(event_type, payload, {"response": {**response, "output": new_output}})]
+        checked = output_parts(output) if self._text_on else None  # before anything changes
+        out, new_output = self._judge_calls((event_type, payload), output) if self._gate_tools else ([], output)
+        if new_output is None:
+            return out
+        if checked is not None:
+            assert self._text is not None
+            new_output = self._stated_output(new_output, checked, final=False)
+            if self._text.failure is not None:
+                return self._text_failure()
+        return [*out, self._with_text(event_type, payload, {"response": {**response, "output": new_output}})]
+
+    def _fresh(self, text: str) -> str:
+        """`text`, new to the filter. Once the response ended, the rules that read its
+        whole text have judged it: new text was no part of that and fails closed."""
+        assert self._text is not None
+        if text and self._text.judged:
+            raise UnreadableText("output text after the response ended")
+        return text
+
+    def _whole(self, text: str) -> str:
+        assert self._text is not None
+        return self._text.whole(self._fresh(text))
 
     def _with_text(self, event_type: str, payload: dict, changes: dict) -> Emit:
         changed = {**payload, **changes}
@@ -396,24 +384,38 @@ class ResponsesStreamGate:
         if texts is None:
             return [*out, Emit(payload, True, event_type)]
         assert isinstance(response, dict)
+        judged, new_output = self._judge_calls((event_type, payload), texts) if self._gate_tools else ([], texts)
+        out.extend(judged)
+        if new_output is None:
+            return out
+        if new_output == output:
+            return [*out, Emit(payload, True, event_type)]
+        return [*out, Emit({**payload, "response": {**response, "output": new_output}}, False, event_type)]
+
+    def _judge_calls(self, event: tuple[str, dict], output: list) -> tuple[list[GateItem], list | None]:
+        """`output` (stated by `event`) with its call items as judged: a call not streamed
+        is judged here (and replaced if blocked), a streamed one must state what was
+        judged, one still being judged cannot be stated yet. Returns what goes out first,
+        and the output (None: a hold or a failure stopped the event)."""
+        out: list[GateItem] = []
         new_output = []
-        for index, data in enumerate(texts):
+        for index, data in enumerate(output):
             item = self._items.get(index)
-            if self._gate_tools and isinstance(data, dict) and data.get("type") in CALL_ITEM_TYPES:
+            if isinstance(data, dict) and data.get("type") in CALL_ITEM_TYPES:
                 if item is None or item.call is None:
-                    item = self._items[index] = _Item(index, call=self._new_call(data, index))
+                    item = self._items[index] = OutputItem(index, call=new_call(data, index))
                     assert item.call is not None
                     item.call.final_arguments = item_arguments(data)[0]
                     out.extend(self._apply(self._checker.check(item.call, complete=True), item, emit=False))
                     if self._holding is not None or self._failed:
-                        return out
-                elif item.call.state == "released" and (why := self._changed(item.call, "", {}, data)):
-                    return [*out, *self._malformed(why, (event_type, payload), item.call)]
+                        return out, None
+                elif item.call.state != "blocked" and (why := (
+                        restated(item.call, "", {}, data) if item.call.settled
+                        else f"tool call '{item.call.name}' is stated whole before it was judged")):
+                    return [*out, *self._malformed(why, event, item.call)], None
                 data = item.replacement or data
             new_output.append(data)
-        if new_output == output:
-            return [*out, Emit(payload, True, event_type)]
-        return [*out, Emit({**payload, "response": {**response, "output": new_output}}, False, event_type)]
+        return out, new_output
 
     def _settle_all(self) -> list[GateItem]:
         out = self._close_part() if self._text_on else []  # the response ends (without a terminal: at EOF)
@@ -432,7 +434,7 @@ class ResponsesStreamGate:
 
     # -- outcomes -----------------------------------------------------------------
 
-    def _apply(self, step: Step, item: _Item, *, denied: bool = False, reason: str | None = None,
+    def _apply(self, step: Step, item: OutputItem, *, denied: bool = False, reason: str | None = None,
                emit: bool = True) -> list[GateItem]:
         call = item.call
         assert call is not None

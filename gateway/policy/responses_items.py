@@ -3,16 +3,19 @@
 A blocked tool-call item is replaced by an assistant message item at the same
 output index; in a stream that message arrives as the usual event sequence (item
 added, part added, text delta, text done, part done, item done). The stream's event
-types, grouped by what they carry, are named here too.
+types, grouped by what they carry, are named here too, with what a gate keeps of one
+output index and how it reads a call item.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.policy.gating import Emit, GateItem
-from gateway.policy.toolrefs import CALL_ITEM_TYPES
+from gateway.policy.streamcalls import StreamCall
+from gateway.policy.toolrefs import CALL_ITEM_TYPES, item_arguments, item_ref
 
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "response.mcp_call_arguments.delta",
@@ -25,6 +28,8 @@ PART_EVENTS = frozenset({TEXT_DELTA, "response.output_text.done", "response.cont
                          "response.content_part.done"})
 # They carry the response so far: a client (the OpenAI SDK) reads output items from them too.
 LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress"})
+# Events that state the output so far: the call items in them are judged like streamed ones.
+STATES_OUTPUT = TERMINAL | LIFECYCLE
 
 
 def states_a_call(event_type: str, payload: dict) -> bool:
@@ -33,6 +38,49 @@ def states_a_call(event_type: str, payload: dict) -> bool:
         return True
     final = payload.get("item") if event_type == "response.output_item.done" else None
     return isinstance(final, dict) and final.get("type") in CALL_ITEM_TYPES
+
+
+@dataclass(eq=False)
+class OutputItem:
+    """What a stream gate knows of one output index: its call, or its message and the
+    text that went out for it."""
+
+    output_index: int
+    call: StreamCall | None = None
+    message: bool = False
+    replacement: dict | None = None
+    item_id: str = ""
+    # content_index -> the text that went out for that part (after redaction). A part
+    # in here has started: only the open part (the gate's `_open`) may get more.
+    texts: dict[int, list[str]] = field(default_factory=dict)
+
+
+def new_call(data: dict[str, Any], output_index: int) -> StreamCall:
+    """The `StreamCall` for a call item first seen at `output_index`."""
+    arguments, is_json = item_arguments(data)
+    key = data.get("id") if isinstance(data.get("id"), str) and data.get("id") else f"output_{output_index}"
+    return StreamCall(key, tool=item_ref(data), argument_parts=[arguments] if arguments else [], is_json=is_json)
+
+
+def restated(call: StreamCall, event_type: str, payload: dict[str, Any], final: dict[str, Any] | None) -> str | None:
+    """Why an event that states the call whole (`final`: the item it states) disagrees with
+    what was judged (its tool, its complete arguments) or with the arguments that
+    streamed, if it does."""
+    stated = payload.get("arguments", payload.get("input")) if event_type in ARGUMENT_DONE else None
+    if final is not None:
+        # The whole ToolRef: an MCP call's name is its server, the tool on it is `related`.
+        if call.state != "pending" and item_ref(final) != call.tool:
+            return f"tool call '{call.name}' changed its name after it was checked"
+        stated = item_arguments(final)[0]
+    if not isinstance(stated, str):
+        return None
+    if call.checked_arguments is not None:
+        if stated != call.checked_arguments:
+            return f"tool call '{call.name}' changed its arguments after they were checked"
+    elif call.state != "released" and call.arguments and stated != call.arguments:
+        # The rules read the stated arguments, the client may assemble the deltas.
+        return f"tool call '{call.name}' states other arguments than it streamed"
+    return None
 
 
 def message_item(item_id: str, text: str) -> dict[str, Any]:
