@@ -1,4 +1,4 @@
-"""Audit fixes: output a stream gate could relay without judging it.
+"""Output a stream gate could relay without judging it.
 
 1. Text after the end of the answer: rules whose `when` reads `response_text` judge the
    whole answer when it ends (a choice's `finish_reason`, the Responses terminal event).
