@@ -132,6 +132,8 @@ class Meter:
         """Attempts that failed with a usage report were billed: they count, each at its price."""
         for attempt in exchange.outcome.tries:
             usage = usage_reported_by(attempt.reported) if attempt.reported is not None else None
+            if usage is None and attempt.usage_so_far is not None:
+                usage = usage_so_far(attempt.usage_so_far, 0)  # nothing of it was relayed
             if usage is None:
                 continue
             exchange.usage = usage if exchange.usage is None else exchange.usage + usage

@@ -138,6 +138,8 @@ class Attempt:
     reported: dict[str, Any] | None = None
     """What a failed attempt's answer reported, usage included: providers bill some failures
     (a Gemini answer that broke off, a Responses `response.failed`), so they are metered."""
+    usage_so_far: dict[str, Any] | None = None
+    """A failed translated stream's usage reported before the failure (`UpstreamError.usage`)."""
 
 
 @dataclass(slots=True)
@@ -242,6 +244,7 @@ class Router:
             except UpstreamError as exc:
                 outcome.upstream_s += loop.time() - started
                 record.ended, record.error, record.reported = time.time(), exc.reason, exc.event
+                record.usage_so_far = exc.usage
                 exc.message = scrub(exc.message, target.provider.secrets)
                 if exc.error_code is not None:
                     exc.error_code = scrub(exc.error_code, target.provider.secrets)

@@ -76,6 +76,7 @@ class UpstreamError(Exception):
         error_type: str | None = None,
         error_code: str | None = None,
         event: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -88,6 +89,10 @@ class UpstreamError(Exception):
         self.error_code = error_code
         self.event = event
         """The stream event that reported the failure: it may carry the usage so far."""
+        self.usage = usage
+        """For a stream that failed part-way: the Chat-shaped usage the provider had reported
+        before the failure (a translated stream reports it only at its end, so nothing else
+        carries it). `completion_tokens` is None when the output had not been reported yet."""
 
     @property
     def reason(self) -> str:

@@ -5,11 +5,18 @@ provider body, provider answer -> chat completion, provider event -> chat chunks
 provider error -> `UpstreamError`). `TranslatedProvider` does the rest the same way for
 all of them: one pooled session, the request, the stream relayed event by event and
 closed with `[DONE]`, and the Responses API on top through `providers.bridge`.
+
+A translated stream reports its usage only at its end (the usage chunk), yet the provider
+bills what it counted before a stream that stops early. So the usage reported so far
+(`StreamTranslator.reported_usage`) goes with the `UpstreamError` of a stream that fails,
+and, for one the gateway stops reading (the client left, a policy ended it), where no
+exception reaches the meter, into `stopped_stream_usage()`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import aiohttp
@@ -27,9 +34,29 @@ class StreamTranslator(Protocol):
         """Whether the provider's stream reached its end (False: it was cut)."""
         ...
 
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        """The Chat-shaped usage the provider reported so far (None: nothing yet), with
+        `completion_tokens` None while the output was not reported."""
+        ...
+
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]: ...
 
     def finish(self) -> list[dict[str, Any]]: ...
+
+
+_STOPPED_USAGE: ContextVar[dict[str, Any] | None] = ContextVar("lockgate_stopped_stream_usage", default=None)
+
+
+def stopped_stream_usage() -> dict[str, Any] | None:
+    """What the translated stream that this request stopped reading had reported (see
+    `StreamTranslator.reported_usage`); None when none was stopped.
+
+    Set in the request's task (a stream is read there); each request has its own task, and
+    each stream clears it as it starts, so it never carries another request's or an earlier
+    attempt's usage.
+    """
+    return _STOPPED_USAGE.get()
 
 
 class Dialect(Protocol):
@@ -90,17 +117,27 @@ class TranslatedProvider:
 
     async def _chunks(self, events: AsyncIterator[SSEEvent], translator: StreamTranslator
                       ) -> AsyncIterator[SSEEvent]:
+        _STOPPED_USAGE.set(None)
         try:
             async for event in events:
                 for chunk in translator.feed(event):
                     yield SSEEvent.of(chunk)
+            if not translator.finished:
+                raise UpstreamError(f"the {self.kind} stream ended before the answer was complete", kind="reset",
+                                    retryable=True)
+            for chunk in translator.finish():
+                yield SSEEvent.of(chunk)
+        except UpstreamError as exc:  # cut, timed out, malformed, or an error event
+            if exc.usage is None:
+                exc.usage = translator.reported_usage
+            raise
+        except BaseException:
+            # The gateway stopped reading (GeneratorExit, CancelledError: the client left, a
+            # policy ended the stream) or a bug: no UpstreamError takes the usage to the meter.
+            _STOPPED_USAGE.set(translator.reported_usage)
+            raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-        if not translator.finished:
-            raise UpstreamError(f"the {self.kind} stream ended before the answer was complete", kind="reset",
-                                retryable=True)
-        for chunk in translator.finish():
-            yield SSEEvent.of(chunk)
         yield DONE_EVENT
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from agents import set_tracing_disabled
 
-from tests.fakes import openai_server
+from tests.fakes import openai_server, scripted_server
 from tests.harness import BackgroundLoop, Gateway, Pair, Server, base_config, serving, start_app, start_gateway
 
 pytest_plugins = ("tests.pg", "tests.services", "tests.processes")
@@ -26,6 +26,12 @@ def bg() -> Iterator[BackgroundLoop]:
 @pytest.fixture
 def openai_upstream(bg: BackgroundLoop) -> Iterator[Server]:
     yield from serving(bg, openai_server.create_app())
+
+
+@pytest.fixture
+def scripted_upstream(bg: BackgroundLoop) -> Iterator[Server]:
+    """`tests.fakes.scripted_server`: replies exactly as queued in `.app[QUEUE]`."""
+    yield from serving(bg, scripted_server.create_app())
 
 
 @pytest.fixture

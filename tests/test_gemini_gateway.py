@@ -209,14 +209,15 @@ def _totals(gateway: Gateway) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("answered", [True, False], ids=["retried", "all-broken"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_answers_that_broke_off_are_metered_as_billed(state: FakeGeminiState, gateway_on: Callable[[str], Gateway],
-                                                       answered: bool) -> None:
+                                                       answered: bool, stream: bool) -> None:
     # Google bills an answer that broke off like any other: the retry must not hide it.
     gateway = gateway_on("gemini-2.5-flash")
     usage = {"promptTokenCount": 100, "candidatesTokenCount": 20}
-    broken = Script.reply(finish_reason="MALFORMED_FUNCTION_CALL", usage=usage)
+    broken = Script.reply(finish_reason="MALFORMED_FUNCTION_CALL", usage=usage, events=1)
     state.queue.extend([broken, Script.reply({"text": "Sunny."}, usage=usage) if answered else broken])
-    assert _post_chat(gateway, stream=False).status_code == (200 if answered else 502)
+    assert _post_chat(gateway, stream=stream).status_code == (200 if answered else 502)
     totals = _totals(gateway)
     one_call = gateway.runtime.snapshot.prices.cost("gemini-2.5-flash", Usage(input_tokens=100, output_tokens=20))
     assert one_call

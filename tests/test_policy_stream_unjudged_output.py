@@ -15,19 +15,17 @@ upstream server that writes scripted SSE bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from aiohttp import web
 from openai import OpenAI
 
-from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, serving
+from tests.fakes.scripted_server import QUEUE
+from tests.harness import TENANT_KEY, Gateway, Server, base_config
 from tests.test_policy_responses_redaction import completed, message, response, stream, streamed
-
-SCRIPT: web.AppKey[list[bytes]] = web.AppKey("script", list)
 
 CONFIDENTIAL = """\
 policy: default
@@ -55,22 +53,9 @@ KEY = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX"
 HI = [{"role": "user", "content": "hi"}]
 
 
-async def _scripted(request: web.Request) -> web.StreamResponse:
-    """The next queued stream, written byte for byte."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    await response.write(request.app[SCRIPT].pop(0))
-    await response.write_eof()
-    return response
-
-
 @pytest.fixture
-def upstream(bg: BackgroundLoop) -> Iterator[Server]:
-    app = web.Application()
-    app[SCRIPT] = []
-    app.router.add_post("/v1/chat/completions", _scripted)
-    app.router.add_post("/v1/responses", _scripted)
-    yield from serving(bg, app)
+def upstream(scripted_upstream: Server) -> Server:
+    return scripted_upstream
 
 
 @pytest.fixture
@@ -88,11 +73,11 @@ def _queue_chat(upstream: Server, *deltas: tuple[dict, str | None]) -> None:
     chunks = [{"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test-upstream",
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]} for delta, finish in deltas]
     body = b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks)
-    upstream.app[SCRIPT].append(body + b"data: [DONE]\n\n")
+    upstream.app[QUEUE].append(body + b"data: [DONE]\n\n")
 
 
 def _queue_responses(upstream: Server, events: list[dict]) -> None:
-    upstream.app[SCRIPT].append(b"".join(
+    upstream.app[QUEUE].append(b"".join(
         f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events))
 
 

@@ -7,41 +7,23 @@ output from `response.completed`) and `responses.stream(...)`'s final response."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from openai import OpenAI
 
-from tests.harness import BackgroundLoop, Gateway, Server, serving
+from tests.fakes.scripted_server import QUEUE
+from tests.harness import Gateway, Server
 from tests.policy_setup import THIRD_TENANT_KEY, policy_config
 from tests.test_policy_responses_redaction import FAILED, KEY, REDACTED
 
-REPLAY: web.AppKey[list[bytes]] = web.AppKey("replay", list)
-
-
-async def _replay(request: web.Request) -> web.StreamResponse:
-    """The next queued answer: SSE bytes (written as they are) or a JSON body."""
-    body = request.app[REPLAY].pop(0)
-    if not body.startswith(b"event:"):
-        return web.Response(body=body, content_type="application/json")
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    await response.write(body)
-    await response.write_eof()
-    return response
-
 
 @pytest.fixture
-def replay(bg: BackgroundLoop) -> Iterator[Server]:
-    app = web.Application()
-    app[REPLAY] = []
-    app.router.add_post("/v1/responses", _replay)
-    app.router.add_post("/v1/chat/completions", _replay)
-    yield from serving(bg, app)
+def replay(scripted_upstream: Server) -> Server:
+    return scripted_upstream
 
 
 @pytest.fixture
@@ -52,7 +34,7 @@ def gateway(gateway_factory: Callable[..., Gateway], replay: Server, tmp_path: P
 
 def _queue(replay: Server, events: list[dict], times: int = 1) -> None:
     body = b"".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events)
-    replay.app[REPLAY].extend([body] * times)
+    replay.app[QUEUE].extend([body] * times)
 
 
 def _client(gateway: Gateway) -> OpenAI:
@@ -96,7 +78,7 @@ def test_chat_content_parts_are_redacted(gateway: Gateway, replay: Server) -> No
               "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None, "message": {
                   "role": "assistant", "content": [{"type": "text", "text": f"Your key is {secret}."}]}}],
               "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
-    replay.app[REPLAY].append(json.dumps(answer).encode())
+    replay.app[QUEUE].append(json.dumps(answer).encode())
     raw = _raw(gateway, "chat/completions", {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
     assert secret not in raw
     assert json.loads(raw)["choices"][0]["message"]["content"] == [{"type": "text", "text": "Your key is [REDACTED]."}]

@@ -7,6 +7,11 @@ upstream's call ids need not be unique); the caller resolves them by that key
 assistant text naming the rule, `finish_reason` "tool_calls" kept only while an
 allowed call remains, response-stage text rules applied to the message text. A
 rule with `on_violation: error`, or a response-stage deny, turns it into an error.
+
+A chat tool call is read as the chat stream gate reads one (`chat_chunks`): one that
+clients could read two ways (a `function` and a `custom` object that differ, a `type`
+naming an object the call lacks) or not at all (an unknown `type`, a call or a
+`tool_calls` of the wrong shape) fails the whole answer closed, as it fails a stream.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.policy.chat_chunks import LEGACY, declared_type, fragments
 from gateway.policy.engine import TenantPolicies
 from gateway.policy.facts import RequestFacts
 from gateway.policy.gating import blocked_text, denial_failure, denied_text, failure, separated
@@ -79,12 +85,15 @@ Rebuild = Callable[[dict[str, _Judged], TextFilter | None], dict | None]
 
 
 class GateResult:
-    """The judged tool calls of one response, waiting for `finish()`."""
+    """The judged tool calls of one response, waiting for `finish()`. `broken` is the
+    fail-closed decision for tool calls that could not be read (none are judged then)."""
 
-    def __init__(self, judged: dict[str, _Judged], rebuild: Rebuild, text: TextFilter | None) -> None:
+    def __init__(self, judged: dict[str, _Judged], rebuild: Rebuild, text: TextFilter | None,
+                 broken: Decision | None = None) -> None:
         self._judged = judged
         self._rebuild = rebuild
         self._text = text
+        self._broken = broken
         self.pending = [
             PendingCall(key, j.call_id, j.name, j.arguments, j.verdict.deciding)  # type: ignore[arg-type]
             for key, j in judged.items() if j.waiting
@@ -103,6 +112,13 @@ class GateResult:
             if judged.waiting:
                 judged.approved, judged.reason = False, "no decision was made"
         decisions = [d for judged in self._judged.values() for d in judged.verdict.decisions]
+        broken = self._broken
+        if broken is not None:
+            decisions.insert(0, broken)
+            # The stream gates' error for a call they cannot read. A shadow decision (only
+            # shadow rules look at tool calls) changes nothing: the answer goes as it came.
+            if not broken.shadow:
+                return None, ("blocked_by_policy", f"{broken.message} ({broken.error})", broken.rule), decisions
         for judged in self._judged.values():
             error = judged.error()
             if error is not None:
@@ -138,41 +154,58 @@ def _chat_calls(message: dict) -> list[tuple[str, dict]]:
     return found
 
 
-def _chat_call_parts(field: str, call: Any) -> tuple[Any, str, bool]:
-    """(name, arguments, is_json) of a chat tool call (function, custom or legacy)."""
+def _chat_call_parts(field: str, call: Any) -> tuple[str, str, bool] | str:
+    """(name, arguments, is_json) of a chat tool call (function, custom or legacy), or why
+    it cannot be read one way only. The stream gate's reading of a call delta, so both
+    gates agree: some clients take `function` whatever the `type` says, so a call whose
+    other object says something else has no one reading that is safe to judge."""
     if not isinstance(call, dict):
-        return None, "", True
-    if field == "function_call":
-        spec, is_json = call, True
-    elif call.get("type") == "custom":
-        spec, is_json = call.get("custom"), False
-    else:
-        spec, is_json = call.get("function"), True
-    if not isinstance(spec, dict):
-        return None, "", is_json
-    arguments = spec.get("input" if not is_json else "arguments")
-    return spec.get("name"), arguments if isinstance(arguments, str) else "", is_json
+        return "a tool call is not an object"
+    source = LEGACY if field == LEGACY else "tool_calls"
+    kind = declared_type(call, source)
+    if kind is None:
+        return f"a tool call has an unknown 'type' ({str(call.get('type'))[:40]!r})"
+    kind = kind or "function"  # no `type`: read as a function call, as a stream's first delta
+    read = fragments(call, source, kind)
+    if read is None:
+        return f"a tool call carries a 'function' and a 'custom' object that differ ({kind} call)"
+    name, arguments = read
+    return name, arguments, kind == "function"
+
+
+def _judge_chat(policies: TenantPolicies, facts: RequestFacts,
+                choices: list[Any]) -> tuple[dict[str, _Judged], Decision | None]:
+    """The judged calls of every choice, or ({}, the fail-closed decision) when one cannot
+    be read: judging the others would only ask humans about an answer refused anyway."""
+    judged: dict[str, _Judged] = {}
+    for c_index, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        if message.get("tool_calls") is not None and not isinstance(message["tool_calls"], list):
+            return {}, policies.malformed_call("'tool_calls' is not a list")
+        for position, (field, call) in enumerate(_chat_calls(message)):
+            parts = _chat_call_parts(field, call)
+            if isinstance(parts, str):
+                return {}, policies.malformed_call(parts)
+            name, arguments, is_json = parts
+            call_id = call.get("id") if isinstance(call.get("id"), str) else None
+            judged[f"{c_index}:{position}"] = _judge(policies, facts, call_id or f"{c_index}:{position}",
+                                                     chat_call_ref(name), arguments, is_json)
+    return judged, None
 
 
 def gate_chat_completion(policies: TenantPolicies, facts: RequestFacts, completion: dict) -> GateResult:
-    judged: dict[str, _Judged] = {}
     choices = completion.get("choices")
-    for c_index, choice in enumerate(choices if isinstance(choices, list) else ()):
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict) or not policies.has_tool_rules:
-            continue
-        for position, (field, call) in enumerate(_chat_calls(message)):
-            name, arguments, is_json = _chat_call_parts(field, call)
-            call_id = call.get("id") if isinstance(call, dict) and isinstance(call.get("id"), str) else None
-            judged[f"{c_index}:{position}"] = _judge(policies, facts, call_id or f"{c_index}:{position}",
-                                                     chat_call_ref(name), arguments, is_json)
+    judged, broken = (_judge_chat(policies, facts, choices if isinstance(choices, list) else [])
+                      if policies.has_tool_rules else ({}, None))
 
     def rebuild(judged: dict[str, _Judged], text: TextFilter | None) -> dict | None:
         new_choices = [_rebuild_choice(c_index, choice, judged, text)
                        for c_index, choice in enumerate(choices if isinstance(choices, list) else ())]
         return None if new_choices == choices else {**completion, "choices": new_choices}
 
-    return GateResult(judged, rebuild, _text_filter(policies, facts))
+    return GateResult(judged, rebuild, _text_filter(policies, facts), broken)
 
 
 def _rebuild_choice(c_index: int, choice: Any, judged: dict[str, _Judged], text: TextFilter | None) -> Any:
@@ -233,7 +266,7 @@ def gate_responses_response(policies: TenantPolicies, facts: RequestFacts, respo
     items = output if isinstance(output, list) else []
     for index, item in enumerate(items):
         if policies.has_tool_rules and isinstance(item, dict) and item.get("type") in CALL_ITEM_TYPES:
-            arguments, is_json = item_arguments(item)
+            arguments, is_json = item_arguments(item, final=True)
             call_id = item.get("call_id") or item.get("id") or f"output_{index}"
             judged[str(index)] = _judge(policies, facts, str(call_id), item_ref(item), arguments, is_json)
 

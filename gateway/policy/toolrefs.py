@@ -12,10 +12,15 @@ Built-in tools are named by type. Versions of one tool share a family name, so
 `web_search` in a list covers `web_search_preview_2025_03_11`. MCP servers are
 `mcp:<server_label>`, with `mcp` covering them all; a namespaced function is
 `<namespace>.<name>`.
+
+A built-in call the client runs (local shell, shell, computer, apply_patch) has as its
+arguments what it asks the client to do, so approvers, conditions and the approval's
+digest all see the command; hosted built-in calls ran at the provider and have none.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +46,15 @@ _BUILTIN_CALL_ITEMS: dict[str, str] = {
     "apply_patch_call": "apply_patch",
     "tool_search_call": "tool_search",
     "program": "programmatic_tool_calling",
+}
+# The fields of a client-run built-in call item that say what the client is to do
+# (computer calls carry one `action` or, batched, `actions`). Hosted tools' items carry
+# results of what already ran at the provider, not a request, so they are not listed.
+_CLIENT_RUN_PAYLOAD: dict[str, tuple[str, ...]] = {
+    "local_shell_call": ("action",),
+    "shell_call": ("action",),
+    "computer_call": ("action", "actions"),
+    "apply_patch_call": ("operation",),
 }
 NAMED_CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call", "mcp_approval_request"})
 CALL_ITEM_TYPES = NAMED_CALL_ITEMS | _BUILTIN_CALL_ITEMS.keys()
@@ -244,12 +258,24 @@ def item_ref(item: dict) -> ToolRef:
     return ToolRef(family, tuple(v for v in _FAMILIES.get(family, ()) if v != family))
 
 
-def item_arguments(item: dict) -> tuple[str, bool]:
+def item_arguments(item: dict, *, final: bool = False) -> tuple[str, bool]:
     """(arguments text, is_json) of a call item: JSON for function and MCP calls, the raw
-    input for custom tools, empty for built-in tools (they carry no arguments)."""
+    input for custom tools, for a client-run built-in call a JSON object of what it asks
+    (`{"action": ...}`, `{"operation": ...}`; keys sorted, so one call always reads the
+    same), empty for hosted built-in tools.
+
+    `final`: the item is the call as the client gets it (a whole answer). Otherwise an
+    item still `in_progress` (a stream's `output_item.added`) has no arguments yet: a
+    shell command or a patch streams on, and only the done item states the call whole,
+    which is the one the stream gate judges and the client runs."""
     kind = item.get("type")
     if kind in ("function_call", "mcp_call", "mcp_approval_request"):
         return _text(item.get("arguments")), True
     if kind == "custom_tool_call":
         return _text(item.get("input")), False
-    return "", True
+    fields = _CLIENT_RUN_PAYLOAD.get(kind) if isinstance(kind, str) else None
+    if fields is None or (not final and item.get("status") == "in_progress"):
+        return "", True
+    payload = {field: item[field] for field in fields if item.get(field) is not None}
+    # json, not orjson: an upstream's integer beyond 64 bits must not stop the gate.
+    return (json.dumps(payload, sort_keys=True, ensure_ascii=False) if payload else ""), True

@@ -31,6 +31,10 @@ class AnthropicStream:
             self.finished = True
         return self._translator.feed(kind, payload)
 
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        return self._translator.reported_usage
+
     def finish(self) -> list[dict[str, Any]]:
         return []
 

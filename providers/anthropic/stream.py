@@ -58,6 +58,9 @@ class AnthropicStreamTranslator:
         self._tool_count = 0
         self._thinking_count = 0
         self._usage: dict[str, Any] | None = None
+        self._output_reported = False
+        """Whether a `message_delta` counted the output: `message_start`'s `output_tokens` is a
+        placeholder (1, or 0), not the answer's size."""
         self._handlers: dict[str, Callable[[dict[str, Any]], list[Chunk]]] = {
             "message_start": self._message_start,
             "content_block_start": self._block_start,
@@ -72,6 +75,18 @@ class AnthropicStreamTranslator:
         """Chat-shaped usage so far: input counts from `message_start`, output updated by
         `message_delta` (None before `message_start`)."""
         return usage_to_chat(self._usage) if self._usage is not None else None
+
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        """`usage` for a stream that stops before `message_stop`: the same prompt counts, but
+        `completion_tokens` is None until a `message_delta` reported the output. None while
+        no input count arrived (a prompt of 0 tokens would under-bill; an estimate will not)."""
+        if self._usage is None or "input_tokens" not in self._usage:
+            return None
+        usage = usage_to_chat(self._usage)
+        if self._output_reported:
+            return usage
+        return {**usage, "completion_tokens": None, "total_tokens": usage["prompt_tokens"]}
 
     @answer_guard("anthropic")
     def feed(self, event_type: str, data: dict[str, Any]) -> list[Chunk]:
@@ -141,6 +156,7 @@ class AnthropicStreamTranslator:
         usage = data.get("usage") or {}
         # message_delta counts are cumulative: they replace, never add to, message_start's.
         self._usage = {**(self._usage or {}), **{k: v for k, v in usage.items() if v is not None}}
+        self._output_reported = self._output_reported or usage.get("output_tokens") is not None
         stop_reason = (data.get("delta") or {}).get("stop_reason")
         if stop_reason is None:
             return []

@@ -32,6 +32,10 @@ class GeminiStream:
     def finished(self) -> bool:
         return self._translator.finished
 
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        return self._translator.reported_usage
+
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         payload = event_json(event, "gemini")
         if isinstance(payload, dict) and "error" in payload:

@@ -42,11 +42,25 @@ class GeminiStreamTranslator:
         """Per choice index: the tool calls sent so far (the next call's `index`)."""
         self._finished: set[int] = set()
         self._usage: dict[str, Any] | None = None
+        self._prompt_reported = False
+        self._output_reported = False
 
     @property
     def usage(self) -> dict[str, Any] | None:
         """Chat-shaped usage of the last event that reported any."""
         return self._usage
+
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        """`usage` for a stream that stops before its end. Gemini's counts are cumulative, so
+        the last report is the usage so far; `completion_tokens` is None when that report
+        counted only the prompt (no candidates or thoughts yet). None while no report
+        counted the prompt (0 prompt tokens would under-bill; an estimate will not)."""
+        if self._usage is None or not self._prompt_reported:
+            return None
+        if self._output_reported:
+            return self._usage
+        return {**self._usage, "completion_tokens": None}
 
     @property
     def finished(self) -> bool:
@@ -60,7 +74,10 @@ class GeminiStreamTranslator:
         if self.completion_id is None:
             self.completion_id = completion_id_for(data)
         if data.get("usageMetadata"):
-            self._usage = usage_to_chat(data["usageMetadata"])
+            metadata = data["usageMetadata"]
+            self._usage = usage_to_chat(metadata)
+            self._prompt_reported = "promptTokenCount" in metadata
+            self._output_reported = "candidatesTokenCount" in metadata or "thoughtsTokenCount" in metadata
         chunks: list[dict[str, Any]] = []
         for position, candidate in enumerate(data.get("candidates") or ()):
             chunks.extend(self._candidate(candidate.get("index", position), candidate))

@@ -53,6 +53,8 @@ class Script:
     error_after: int | None = None
     """Streamed: send an `error` event after this many events, then end the stream."""
     error_type: str = "overloaded_error"
+    cut_after: int | None = None
+    """Streamed: drop the connection after this many events (no error event, no `message_stop`)."""
     status: int | None = None
     """Answer with this HTTP error status instead of a Message."""
     body: dict[str, Any] | None = None
@@ -142,6 +144,10 @@ async def _stream(request: web.Request, script: Script, message: dict[str, Any],
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     for count, (name, data) in enumerate(stream_events(message, script.text_chunks, script.json_chunks)):
+        if script.cut_after is not None and count == script.cut_after:
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if script.error_after is not None and count == script.error_after:
             name, data = "error", error_body(script.error_type, "Scripted stream failure", request_id)
         await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
