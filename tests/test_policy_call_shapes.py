@@ -236,6 +236,19 @@ def test_a_streamed_command_is_approved_as_it_was_stated_whole(make_gateway: Cal
     assert [(output.type, output.action.commands) for output in box["result"]] == [("shell_call", ["rm -rf /"])]
 
 
+def test_a_done_item_still_marked_in_progress_is_judged_by_its_command(make_gateway: Callable[[str], Gateway],
+                                                                       scripted: Server) -> None:
+    """A done item states the call the client runs, whatever its `status` says."""
+    gateway = make_gateway(POLICY)
+    shell = {**BUILTIN_CALLS["shell"], "status": "in_progress"}
+    _script(scripted, _shell_stream(shell, shell, {**shell, "status": "completed"}))
+    thread, _ = in_thread(lambda: list(_client(gateway).responses.create(model="gpt-test", input="go", stream=True)))
+    approval = _wait_pending(gateway)
+    assert json.loads(approval["arguments"]) == {"action": shell["action"]}
+    _decide(gateway, approval["id"], "deny")
+    thread.join(15)
+
+
 def test_a_command_changed_after_its_approval_fails_closed(make_gateway: Callable[[str], Gateway],
                                                            scripted: Server) -> None:
     """`response.completed` restates the call, and clients (the OpenAI and Agents SDKs)

@@ -191,7 +191,7 @@ class ResponsesStreamGate:
             done = payload.get("arguments", payload.get("input"))
             call.final_arguments = done if isinstance(done, str) else call.arguments
         if isinstance(final, dict):
-            call.final_arguments = item_arguments(final)[0]
+            call.final_arguments = item_arguments(final, final=True)[0]
             call.tool = item_ref(final)
         return self._apply(self._checker.check(call, complete=complete), item) if complete else []
 

@@ -71,7 +71,7 @@ def restated(call: StreamCall, event_type: str, payload: dict[str, Any], final: 
         # The whole ToolRef: an MCP call's name is its server, the tool on it is `related`.
         if call.state != "pending" and item_ref(final) != call.tool:
             return f"tool call '{call.name}' changed its name after it was checked"
-        stated = item_arguments(final)[0]
+        stated = item_arguments(final, final=True)[0]
     if not isinstance(stated, str):
         return None
     if call.checked_arguments is not None:
