@@ -30,7 +30,7 @@ from gateway.exchange import REQUEST_ID, Exchange, new_request_id
 from gateway.relay import CLIENT_CLOSED, end_started_stream, held_open, relay_stream
 from gateway.router import Route, Target
 from gateway.runtime import Runtime
-from gateway.validation import ParsedRequest, agent_name, parse_request
+from gateway.validation import ParsedRequest, agent_name, decode_body, parse_request
 from providers.base import CHAT, Api, UpstreamCall, UpstreamReply
 
 log = logging.getLogger("lockgate.pipeline")
@@ -43,7 +43,11 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
     runtime.track(asyncio.current_task())
     try:
         exchange.tenant = await runtime.authenticate(request)
-        parsed = parse_request(api, await read_body(request, snapshot.config.server), snapshot.config.server)
+        raw = await read_body(request, snapshot.config.server)
+        body = decode_body(raw, snapshot.config.server)
+        if isinstance(alias := body.get("model"), str) and alias in snapshot.routes:
+            exchange.known_alias = alias  # metrics label a request refused from here on by its alias
+        parsed = parse_request(api, raw, snapshot.config.server, body)
         exchange.alias, exchange.body, exchange.stream = parsed.alias, parsed.body, parsed.stream
         exchange.note_body(parsed.raw)
         exchange.agent = agent_name(request.headers.get("X-Lockgate-Agent"), parsed.body)

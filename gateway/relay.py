@@ -26,6 +26,7 @@ from gateway.errors import GatewayError
 from gateway.events import checked_payload, is_terminal
 from gateway.exchange import EXTRA_HEADERS, Exchange
 from gateway.metering import UsageWatch
+from gateway.router import stream_ended
 from gateway.stages import StageChain
 from providers.base import UpstreamError, UpstreamReply, scrub
 from providers.sse import COMMENT, SSEEvent
@@ -107,6 +108,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     events = reply.events
     clock = time.perf_counter
     complete = False
+    broken_off: UpstreamError | None = None
 
     async def relay(event: SSEEvent, gathered: list[bytes] | None = None) -> None:
         nonlocal complete
@@ -143,6 +145,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         if not complete:
             raise UpstreamError("the upstream ended the stream before it was complete", kind="reset")
     except UpstreamError as exc:
+        broken_off = exc
         usage.failed(exc)
         target = exchange.outcome.target
         exc.message = scrub(exc.message, target.provider.secrets if target is not None else ())
@@ -166,6 +169,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
             "The gateway is shutting down and this stream ran past its drain timeout; retry the request."))
     finally:
         exchange.finished = clock()
+        stream_ended(exchange.outcome.target, complete=complete, failure=broken_off)
         await reply.close()
     await response.write_eof()
     return response

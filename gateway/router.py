@@ -193,8 +193,9 @@ class Router:
             tried += 1
             if reply is not None:
                 return reply
-        if saturated and all(failure.kind == "unsupported" for failure in failures):
-            # Every healthy target is at its concurrency cap: queue on the first one.
+        if saturated:
+            # Every target that could still serve it is at its concurrency cap (the others
+            # failed, are open or cannot express it): queue on the first one.
             tried += 1
             reply = await self._try_target(route, saturated[0], make_call, is_content, outcome, failures,
                                            wait_s=queue_timeout_s)
@@ -249,7 +250,7 @@ class Router:
                 if exc.error_code is not None:
                     exc.error_code = scrub(exc.error_code, target.provider.secrets)
                 failures.append(exc)
-                self._record_failure(target, exc)
+                record_failure(target, exc)
                 if exc.status in CLIENT_FAULT_STATUSES:
                     raise client_fault(exc, target) from None
                 wait = self._retry_wait(route.retry, attempt, exc)
@@ -261,6 +262,7 @@ class Router:
                 outcome.backoff_s += loop.time() - backing_off
                 continue
             except BaseException:
+                outcome.upstream_s += loop.time() - started
                 record.ended, record.error = time.time(), "cancelled"
                 outcome.abandoned_in_flight = sent
                 target.breaker.release_probe()
@@ -271,11 +273,15 @@ class Router:
             record.ended = time.time()
             outcome.upstream_s += elapsed
             target.observe_latency(elapsed)
-            target.breaker.record_success()
+            if not reply.is_stream:
+                # A stream's verdict waits for its end (`stream_ended`): a target that drops
+                # its streams part-way must open its circuit too.
+                target.breaker.record_success()
             return reply
         return None
 
     async def _send(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
+        began = asyncio.get_running_loop().time()
         reply = await target.provider.send(call)
         if reply.events is None:
             # A body that does not parse, or is not a JSON object, is a failed attempt, not
@@ -284,21 +290,19 @@ class Router:
                 raise UpstreamError("the upstream answered JSON that is not an object", kind="malformed",
                                     retryable=True)
             return reply
+        first_token_s = target.timeouts.first_token_s
         try:
-            return await _hold_until_content(reply, is_content)
+            # The first-token bound runs until the first content event, not the first chunk:
+            # Anthropic sends `message_start` (and pings) at once, whatever the model does.
+            async with asyncio.timeout_at(None if first_token_s is None else began + first_token_s):
+                return await _hold_until_content(reply, is_content)
+        except TimeoutError:
+            await reply.close()
+            raise UpstreamError(f"no content within first_token_timeout_s ({first_token_s:g} s)", kind="timeout",
+                                retryable=True) from None
         except BaseException:
             await reply.close()
             raise
-
-    def _record_failure(self, target: Target, exc: UpstreamError) -> None:
-        if exc.status in CLIENT_FAULT_STATUSES or exc.status == 429:
-            # The client's request or a rate limit: not a sign the target is unhealthy.
-            target.breaker.release_probe()
-            return
-        was_open = target.breaker.state == OPEN
-        target.breaker.record_failure()
-        if target.breaker.state == OPEN and not was_open:
-            log.warning("circuit opened for %s/%s after %s", target.provider.name, target.model, exc.reason)
 
     @staticmethod
     def _retry_wait(retry: RetryConfig, attempt: int, exc: UpstreamError) -> float | None:
@@ -312,6 +316,31 @@ class Router:
                 return None
             return exc.retry_after
         return backoff
+
+
+def record_failure(target: Target, exc: UpstreamError) -> None:
+    if exc.status in CLIENT_FAULT_STATUSES or exc.status == 429:
+        # The client's request or a rate limit: not a sign the target is unhealthy.
+        target.breaker.release_probe()
+        return
+    was_open = target.breaker.state == OPEN
+    target.breaker.record_failure()
+    if target.breaker.state == OPEN and not was_open:
+        log.warning("circuit opened for %s/%s after %s", target.provider.name, target.model, exc.reason)
+
+
+def stream_ended(target: Target | None, *, complete: bool, failure: UpstreamError | None) -> None:
+    """A relayed stream's verdict on the target that served it: healthy once it completed,
+    failed if the upstream broke it off; neither when it ended for another reason (the
+    client left, a policy ended it)."""
+    if target is None:
+        return
+    if failure is not None:
+        record_failure(target, failure)
+    elif complete:
+        target.breaker.record_success()
+    else:
+        target.breaker.release_probe()
 
 
 async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> UpstreamReply:
@@ -330,8 +359,9 @@ async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> 
 
 
 def client_fault(exc: UpstreamError, target: Target) -> GatewayError:
+    code = exc.error_code or ("request_too_large" if exc.status == 413 else None)
     return GatewayError(
-        exc.status or 400, "invalid_request_error", exc.error_code,
+        exc.status or 400, "invalid_request_error", code,
         f"{target.provider.name} rejected the request: {exc.message}",
     )
 

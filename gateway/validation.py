@@ -27,8 +27,9 @@ class ParsedRequest:
     stream: bool
 
 
-def parse_request(api: Api, raw: bytes, limits: ServerConfig) -> ParsedRequest:
-    body = _decode(raw, limits.max_json_depth)
+def parse_request(api: Api, raw: bytes, limits: ServerConfig, body: dict[str, Any] | None = None) -> ParsedRequest:
+    """The checked request; `body` is `raw` already decoded (`decode_body`), if it was."""
+    body = decode_body(raw, limits) if body is None else body
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid_request("'model' is required: set it to one of the models GET /v1/models lists.",
@@ -41,7 +42,9 @@ def parse_request(api: Api, raw: bytes, limits: ServerConfig) -> ParsedRequest:
     return ParsedRequest(api=api, body=body, raw=raw, alias=model, stream=bool(stream))
 
 
-def _decode(raw: bytes, max_depth: int) -> dict[str, Any]:
+def decode_body(raw: bytes, limits: ServerConfig) -> dict[str, Any]:
+    """The body as a JSON object, within `max_json_depth`; anything else is the client's 400."""
+    max_depth = limits.max_json_depth
     if not raw:
         raise invalid_request("The request body is empty; send a JSON object.")
     try:

@@ -103,3 +103,15 @@ def test_unknown_routes_get_the_envelope(small_gateway: Gateway, method: str, pa
     assert response.status_code == status
     assert response.json()["error"]["message"]
     assert response.headers["x-request-id"]
+
+
+def test_a_refused_body_is_counted_under_its_alias_when_the_alias_is_known(small_gateway: Gateway) -> None:
+    for model in ("gpt-test", "no-such-alias"):
+        response = httpx.post(f"{small_gateway.base_url}/chat/completions", json={"model": model, "messages": "hi"},
+                              headers={"Authorization": f"Bearer {TENANT_KEY}"})
+        assert response.status_code == 400
+    metrics = httpx.get(f"{small_gateway.url}/metrics").text
+    assert 'lockgate_requests_total{model="gpt-test",provider="",status="400",tenant="acme"} 1.0' in metrics
+    # A name from the request that is no configured alias never becomes a label.
+    assert "no-such-alias" not in metrics
+    assert 'lockgate_requests_total{model="unknown",provider="",status="400",tenant="acme"} 1.0' in metrics

@@ -59,4 +59,5 @@ def test_check_on_the_installed_quickstart_reports_the_sample_policies(site: Pat
     assert where.stdout.strip() == str(site / "gateway" / "sample_policies"), where.stderr
     checked = lockgate("-m", "gateway", "check")
     assert checked.returncode == 0, checked.stderr
-    assert "the bundled quickstart config" in checked.stdout and " 1 policies; version " in checked.stdout, checked.stdout
+    assert "the bundled quickstart config" in checked.stdout, checked.stdout
+    assert " 1 policies; version " in checked.stdout, checked.stdout

@@ -261,3 +261,5 @@ def test_a_client_that_leaves_before_the_answer_is_metered_as_499(priced: Gatewa
     assert row is not None and row["status"] == 499
     assert row["estimated"] and row["input_tokens"] > 400 and row["output_tokens"] == 0
     assert row["cost_usd"] > 0
+    # The half second went on waiting for the upstream, not on the gateway's own work.
+    assert row["upstream_ms"] >= 400 and row["overhead_ms"] < 200

@@ -55,6 +55,14 @@ def test_a_deny_list_leaves_other_names_alone() -> None:
         assert not deny.violated_by(ToolRef(name)), name
 
 
+@pytest.mark.parametrize("name", ["rսn_shell", "ruո_shell", "run_sheꓡꓡ", "ʀᴜɴ_ꜱʜᴇʟʟ"])
+def test_letters_no_table_folds_never_escape_a_deny_list(name: str) -> None:
+    # Armenian, Lisu, ... hold Latin look-alikes too: a name left outside ASCII once folded
+    # cannot be cleared by a deny-list, whichever names it lists.
+    assert ToolList.of("deny", ["run_shell"]).violated_by(ToolRef(name))
+    assert ToolList.of("deny", ["something_else"]).violated_by(ToolRef(name)) == (not skeleton(name).isascii())
+
+
 def test_a_tool_without_a_name_violates_both_kinds_of_list() -> None:
     assert ToolList.of("deny", ["x"]).violated_by(ToolRef(""))
     assert ToolList.of("allow", ["x"]).violated_by(ToolRef(""))

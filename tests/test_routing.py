@@ -214,3 +214,59 @@ def test_a_request_the_probed_target_cannot_express_leaves_the_probe_to_the_next
     assert 'reason="unsupported"' not in httpx.get(f"{gateway.url}/metrics").text
     # ... and the next request still probes Claude (it is not skipped forever).
     assert ask(gateway).headers["x-lockgate-attempts"] == "3"
+
+
+def stream(gateway: Gateway) -> list[str]:
+    """The data lines of one streamed chat request."""
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", timeout=30,
+                      json={"model": "gpt-test", "messages": MESSAGES, "stream": True},
+                      headers={"Authorization": f"Bearer {TENANT_KEY}"}) as response:
+        return [line for line in response.iter_lines() if line.startswith("data:")]
+
+
+def test_streams_broken_off_after_content_open_the_circuit(gateway_factory: Callable[..., Gateway],
+                                                           pair: Pair) -> None:
+    gateway = gateway_factory(fault_config(pair, circuit={"failures": 2, "cooldown_s": 0.5}))
+    pair.primary.queue += [Script(content="one two three four", text_pieces=4, cut_after=3) for _ in range(2)]
+    for _ in range(2):
+        assert '"error"' in stream(gateway)[-1]  # content went out, then the final error event
+    assert metric(gateway, CIRCUIT_OPEN) == 1
+    assert stream(gateway)[-1] == "data: [DONE]"
+    assert len(pair.backup.requests) == 1  # the primary was skipped
+    # After the cooldown a streamed probe that completes closes the circuit.
+    time.sleep(0.6)
+    pair.primary.queue.append(Script(content="whole answer"))
+    assert stream(gateway)[-1] == "data: [DONE]"
+    assert metric(gateway, CIRCUIT_OPEN) == 0
+
+
+def test_a_failed_primary_waits_for_a_backup_at_its_cap(gateway_factory: Callable[..., Gateway],
+                                                         pair: Pair) -> None:
+    config = fault_config(pair, **PATIENT, retry={"attempts": 1})
+    config["models"]["gpt-test"]["targets"][1]["max_concurrent"] = 1
+    gateway = gateway_factory(config)
+    pair.primary.queue += [Script(status=500), Script(status=500)]
+    pair.backup.queue += [Script(content="slow", delay_s=0.8), Script(content="waited")]
+    answers: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: answers.append(ask(gateway)))
+    first.start()
+    time.sleep(0.3)
+    # The primary fails, the backup's only slot is taken: wait for it rather than give up.
+    second = ask(gateway)
+    first.join()
+    assert second.status_code == 200, second.text
+    assert second.headers["x-lockgate-provider"] == "backup"
+    assert second.json()["choices"][0]["message"]["content"] == "waited"
+
+
+def test_the_first_token_bound_runs_until_content(gateway_factory: Callable[..., Gateway], pair: Pair) -> None:
+    # The role chunk comes at once, the first token only after the bound (as Anthropic sends
+    # `message_start` at once): the stream still fails over.
+    gateway = gateway_factory(fault_config(pair, first_token_timeout_s=0.5, idle_timeout_s=10, timeout_s=10,
+                                           retry={"attempts": 1}))
+    pair.primary.queue.append(Script(content="late", stall_after=1, stall_s=2.0))
+    pair.backup.queue.append(Script(content="on time"))
+    started = time.monotonic()
+    lines = stream(gateway)
+    assert '"content":"on' in "".join(lines).replace(" ", "")
+    assert time.monotonic() - started < 1.8

@@ -292,3 +292,17 @@ def test_a_quoted_provider_key_never_survives_scrubbing(quoted: str) -> None:
     middle = openai_server.API_KEY[len(openai_server.API_KEY) // 4: 3 * len(openai_server.API_KEY) // 4]
     assert middle not in "".join(scrubbed.split()) and "[REDACTED]" in scrubbed
     assert scrub("the model is overloaded", (openai_server.API_KEY,)) == "the model is overloaded"
+
+
+@pytest.mark.parametrize("upstream", ["anthropic"], indirect=True)
+def test_an_upstream_413_is_the_clients_request_too_large(upstream: tuple[FakeProvider, Server], pair: Pair,
+                                                          gateway_factory: Callable[..., Gateway]) -> None:
+    fake, server = upstream
+    fake.app[anthropic_server.STATE].queue.append(anthropic_server.Script(
+        status=413, body=anthropic_server.error_body("request_too_large", "Request exceeds the maximum size")))
+    gateway = gateway_factory(routed_config(fake, server.url, pair, with_backup=True))
+    with pytest.raises(openai.APIStatusError) as raised:
+        client(gateway).chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert raised.value.status_code == 413
+    assert raised.value.body["code"] == "request_too_large"  # type: ignore[index]
+    assert pair.backup.requests == []  # the same body would be too large there too
