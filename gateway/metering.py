@@ -32,7 +32,6 @@ from gateway.usage import (
 )
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, UpstreamError
 from providers.sse import SSEEvent
-from providers.translated import stopped_stream_usage
 
 log = logging.getLogger("lockgate.metering")
 
@@ -131,9 +130,9 @@ class Meter:
     def _add_billed_failures(self, exchange: Exchange) -> None:
         """Attempts that failed with a usage report were billed: they count, each at its price."""
         for attempt in exchange.outcome.tries:
-            usage = usage_reported_by(attempt.reported) if attempt.reported is not None else None
-            if usage is None and attempt.usage_so_far is not None:
-                usage = usage_so_far(attempt.usage_so_far, 0)  # nothing of it was relayed
+            usage = usage_reported_by(attempt.failure_event) if attempt.failure_event is not None else None
+            if usage is None and attempt.reported_usage is not None:
+                usage = usage_so_far(attempt.reported_usage, 0)  # nothing of it was relayed
             if usage is None:
                 continue
             exchange.usage = usage if exchange.usage is None else exchange.usage + usage
@@ -180,7 +179,7 @@ class Meter:
         A translated stream the gateway stopped reading (the client left) had no usage chunk
         yet, but its provider may have reported the prompt: that report wins over a count.
         """
-        reported = stopped_stream_usage()
+        reported = exchange.stopped_stream_usage
         usage = usage_so_far(reported, exchange.stream_text_bytes) if reported is not None else None
         if usage is not None:
             return usage

@@ -135,11 +135,11 @@ class Attempt:
     ended: float = 0.0
     error: str | None = None
     """None on success, else the failure's reason (http_503, timeout, ...)."""
-    reported: dict[str, Any] | None = None
-    """What a failed attempt's answer reported, usage included: providers bill some failures
-    (a Gemini answer that broke off, a Responses `response.failed`), so they are metered."""
-    usage_so_far: dict[str, Any] | None = None
-    """A failed translated stream's usage reported before the failure (`UpstreamError.usage`)."""
+    failure_event: dict[str, Any] | None = None
+    """The answer or event that reported the failure (`UpstreamError.event`), usage included:
+    providers bill some failures (a Gemini answer that broke off, a `response.failed`)."""
+    reported_usage: dict[str, Any] | None = None
+    """A failed translated stream's usage as reported before the failure (`UpstreamError.usage`)."""
 
 
 @dataclass(slots=True)
@@ -193,11 +193,13 @@ class Router:
             tried += 1
             if reply is not None:
                 return reply
-        if saturated:
-            # Every target that could still serve it is at its concurrency cap (the others
-            # failed, are open or cannot express it): queue on the first one.
+        # Every target that could still serve it is at its concurrency cap (the others failed,
+        # are open or cannot express it): queue on the first one whose circuit still lets it
+        # (it may have opened during the attempts before).
+        waiting_for = next((target for target in saturated if target.breaker.allow()), None)
+        if waiting_for is not None:
             tried += 1
-            reply = await self._try_target(route, saturated[0], make_call, is_content, outcome, failures,
+            reply = await self._try_target(route, waiting_for, make_call, is_content, outcome, failures,
                                            wait_s=queue_timeout_s)
             if reply is not None:
                 return reply
@@ -244,8 +246,8 @@ class Router:
                 return None
             except UpstreamError as exc:
                 outcome.upstream_s += loop.time() - started
-                record.ended, record.error, record.reported = time.time(), exc.reason, exc.event
-                record.usage_so_far = exc.usage
+                record.ended, record.error = time.time(), exc.reason
+                record.failure_event, record.reported_usage = exc.event, exc.usage
                 exc.message = scrub(exc.message, target.provider.secrets)
                 if exc.error_code is not None:
                     exc.error_code = scrub(exc.error_code, target.provider.secrets)
@@ -299,7 +301,8 @@ class Router:
         except TimeoutError:
             await reply.close()
             raise UpstreamError(f"no content within first_token_timeout_s ({first_token_s:g} s)", kind="timeout",
-                                retryable=True) from None
+                                retryable=True,  # the prompt may be billed all the same
+                                usage=reply.reported_usage() if reply.reported_usage else None) from None
         except BaseException:
             await reply.close()
             raise
@@ -355,7 +358,7 @@ async def _hold_until_content(reply: UpstreamReply, is_content: ContentTest) -> 
     else:
         raise UpstreamError("the upstream stream ended before any content", kind="reset", retryable=True)
     return UpstreamReply(status=reply.status, headers=reply.headers, events=events, opening=tuple(held),
-                         closer=reply.close)
+                         closer=reply.close, reported_usage=reply.reported_usage)
 
 
 def client_fault(exc: UpstreamError, target: Target) -> GatewayError:

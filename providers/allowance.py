@@ -3,14 +3,12 @@
 Budgets and token rate limits reserve this before the call, so it must be what is sent
 upstream, not only what the client asked for: an adapter that raises the limit (Anthropic
 adds the thinking budget of `reasoning_effort` to `max_tokens`) says so through its
-dialect's `output_allowance`.
+`output_allowance` (every provider has one: `providers.base.Provider`).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from providers.base import Provider
 
 CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
@@ -22,13 +20,3 @@ def requested_output_cap(body: dict[str, Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
-
-
-def output_allowance(provider: Provider, body: dict[str, Any], model: str) -> int | None:
-    """The most output tokens `provider` may bill for `body` sent to `model` (None: unbounded
-    as far as the gateway knows; the upstream's own default applies)."""
-    dialect_allowance = getattr(getattr(provider, "dialect", None), "output_allowance", None)
-    if dialect_allowance is not None:
-        allowance: int | None = dialect_allowance(body, model)
-        return allowance
-    return requested_output_cap(body)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -106,7 +106,7 @@ class UpstreamError(Exception):
 class UpstreamReply:
     """A successful (2xx) answer: a JSON body, or a stream of OpenAI-shaped SSE events."""
 
-    __slots__ = ("_closer", "_json", "body", "events", "headers", "opening", "status")
+    __slots__ = ("_closer", "_json", "body", "events", "headers", "opening", "reported_usage", "status")
 
     def __init__(
         self,
@@ -118,6 +118,7 @@ class UpstreamReply:
         events: AsyncIterator[SSEEvent] | None = None,
         opening: tuple[SSEEvent, ...] = (),
         closer: Any = None,
+        reported_usage: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.status = status
         self.headers = headers or {}
@@ -128,6 +129,10 @@ class UpstreamReply:
         """Stream events already read (the router holds them until the first content), to
         send before `events`."""
         self._closer = closer
+        self.reported_usage = reported_usage
+        """A translated stream's usage as its provider reported it so far (Chat-shaped, see
+        `UpstreamError.usage`): the provider bills it even when the stream is stopped early
+        (the client left, a policy ended it, a first-token bound ran out)."""
 
     @property
     def is_stream(self) -> bool:
@@ -180,6 +185,11 @@ class Provider(Protocol):
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         """Make one attempt. Raise `UpstreamError` on any failure, streams included."""
+        ...
+
+    def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
+        """The most output tokens an attempt with `body` may bill (None: no bound known),
+        which budgets reserve (see `providers.allowance`)."""
         ...
 
     async def close(self) -> None:

@@ -30,8 +30,8 @@ async def send_responses_via_chat(send_chat: SendChat, call: UpstreamCall) -> Up
     if reply.events is None:
         reply.set_json(chat_to_responses_response(reply.json(), call.body))
         return reply
-    return UpstreamReply(status=reply.status, headers=reply.headers,
-                         events=_responses_events(reply, call.body), closer=reply.close)
+    return UpstreamReply(status=reply.status, headers=reply.headers, events=_responses_events(reply, call.body),
+                         closer=reply.close, reported_usage=reply.reported_usage)
 
 
 async def _responses_events(reply: UpstreamReply, request: dict) -> AsyncIterator[SSEEvent]:

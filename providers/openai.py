@@ -12,9 +12,11 @@ Azure OpenAI (`type: azure`) differs only in the URL (`/deployments/{model}/...`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
+from providers.allowance import requested_output_cap
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api, UpstreamCall, UpstreamReply
 from providers.http import ensure_event_stream, new_session, openai_error, post, read_body, stream_events
 from providers.toolids import SIGNATURE_MARK, without_gemini_signatures
@@ -73,6 +75,9 @@ class OpenAIProvider:
                                  events=stream_events(response, call), closer=response.close)
         body = await read_body(response, call)
         return UpstreamReply(status=response.status, headers=response.headers, body=body)
+
+    def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
+        return requested_output_cap(body)
 
     async def close(self) -> None:
         if self._session is not None:

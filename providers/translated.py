@@ -9,14 +9,12 @@ closed with `[DONE]`, and the Responses API on top through `providers.bridge`.
 A translated stream reports its usage only at its end (the usage chunk), yet the provider
 bills what it counted before a stream that stops early. So the usage reported so far
 (`StreamTranslator.reported_usage`) goes with the `UpstreamError` of a stream that fails,
-and, for one the gateway stops reading (the client left, a policy ended it), where no
-exception reaches the meter, into `stopped_stream_usage()`.
+and the reply offers it (`UpstreamReply.reported_usage`) for one the gateway stops reading.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 import aiohttp
@@ -45,20 +43,6 @@ class StreamTranslator(Protocol):
     def finish(self) -> list[dict[str, Any]]: ...
 
 
-_STOPPED_USAGE: ContextVar[dict[str, Any] | None] = ContextVar("lockgate_stopped_stream_usage", default=None)
-
-
-def stopped_stream_usage() -> dict[str, Any] | None:
-    """What the translated stream that this request stopped reading had reported (see
-    `StreamTranslator.reported_usage`); None when none was stopped.
-
-    Set in the request's task (a stream is read there); each request has its own task, and
-    each stream clears it as it starts, so it never carries another request's or an earlier
-    attempt's usage.
-    """
-    return _STOPPED_USAGE.get()
-
-
 class Dialect(Protocol):
     kind: str
     error: ErrorMapper
@@ -73,6 +57,8 @@ class Dialect(Protocol):
     def response(self, payload: Any, call: UpstreamCall) -> dict[str, Any]: ...
 
     def stream(self, call: UpstreamCall) -> StreamTranslator: ...
+
+    def output_allowance(self, body: dict[str, Any], model: str) -> int | None: ...
 
 
 class TranslatedProvider:
@@ -91,6 +77,9 @@ class TranslatedProvider:
         if self._session is None:
             self._session = new_session(self._max_connections)
         return self._session
+
+    def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
+        return self.dialect.output_allowance(body, model)
 
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         if call.api == RESPONSES:
@@ -111,13 +100,12 @@ class TranslatedProvider:
                                     retryable=True) from None
             return UpstreamReply(status=response.status, parsed=dialect.response(payload, call))
         ensure_event_stream(response)
-        return UpstreamReply(status=response.status,
-                             events=self._chunks(stream_events(response, call), dialect.stream(call)),
-                             closer=response.close)
+        translator = dialect.stream(call)
+        return UpstreamReply(status=response.status, events=self._chunks(stream_events(response, call), translator),
+                             closer=response.close, reported_usage=lambda: translator.reported_usage)
 
     async def _chunks(self, events: AsyncIterator[SSEEvent], translator: StreamTranslator
                       ) -> AsyncIterator[SSEEvent]:
-        _STOPPED_USAGE.set(None)
         try:
             async for event in events:
                 for chunk in translator.feed(event):
@@ -130,11 +118,6 @@ class TranslatedProvider:
         except UpstreamError as exc:  # cut, timed out, malformed, or an error event
             if exc.usage is None:
                 exc.usage = translator.reported_usage
-            raise
-        except BaseException:
-            # The gateway stopped reading (GeneratorExit, CancelledError: the client left, a
-            # policy ended the stream) or a bug: no UpstreamError takes the usage to the meter.
-            _STOPPED_USAGE.set(translator.reported_usage)
             raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]

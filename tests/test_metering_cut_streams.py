@@ -18,8 +18,8 @@ import pytest
 from openai import OpenAI
 
 from gateway.tokens import tokens_for_bytes
-from tests.fakes import anthropic_server, gemini_server
-from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, base_config, start_app
+from tests.fakes import anthropic_server, gemini_server, openai_server
+from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, start_app
 from tests.providers_matrix import make_fake
 
 PRICES = {
@@ -190,3 +190,30 @@ def test_gemini_stream_cut_after_content_meters_the_last_reported_usage(
     assert (row["output_tokens"], row["reasoning_tokens"], row["estimated"]) == (candidates + thoughts, thoughts, 0)
     assert row["cost_usd"] == pytest.approx((100 * 0.3 + 2900 * 0.03 + (candidates + thoughts) * 2.5) / 1e6,
                                             abs=1e-12)
+
+
+def test_a_stream_failed_over_on_its_first_token_bound_meters_both_prompts(
+        bg: BackgroundLoop, gateway_factory: Callable[..., Gateway], openai_upstream: Server) -> None:
+    # Claude reported the prompt in `message_start`, then thought past the first-token bound:
+    # the backup serves the answer, and the row bills both prompts, each at its own price.
+    fake = make_fake("anthropic")
+    server = bg.run(start_app(fake.app))
+    try:
+        config = base_config(openai_upstream.url, pricing={"models": {**PRICES, "backup-model": {"input": 1.0,
+                                                                                               "output": 2.0}}})
+        config["providers"]["claude"] = fake.provider_config(server.url)
+        config["models"] = {MODEL: {"targets": [{"provider": "claude", "model": fake.model},
+                                                {"provider": "upstream", "model": "backup-model"}],
+                                    "retry": {"attempts": 1}, "first_token_timeout_s": 0.3}}
+        gateway = gateway_factory(config)
+        fake.app[anthropic_server.STATE].queue.append(anthropic_script(event_delay_s=0.5))
+        usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+        openai_upstream.app[openai_server.STATE].queue.append(openai_server.Script(content="backup", usage=usage))
+        chunks = list(client(gateway).chat.completions.create(model=MODEL, messages=PROMPT, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "backup"
+        row = ledger_row(gateway, bg)
+    finally:
+        bg.run(server.runner.cleanup())
+    assert (row["model"], row["attempts"]) == ("backup-model", 2)
+    assert (row["input_tokens"], row["cached_tokens"], row["output_tokens"]) == (3020 + 100, 2700, 10)
+    assert row["cost_usd"] == pytest.approx(anthropic_cost(0) + (100 * 1.0 + 10 * 2.0) / 1e6, abs=1e-12)

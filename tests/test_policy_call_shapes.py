@@ -270,3 +270,16 @@ def test_a_command_changed_after_its_approval_fails_closed(make_gateway: Callabl
     assert isinstance(box.get("error"), openai.APIError), box
     assert "changed its arguments" in str(box["error"])
     assert not any('"rm"' in event for event in received), received
+
+
+@pytest.mark.parametrize("status", ["completed", "in_progress"])
+def test_a_call_stated_only_in_the_final_event_is_judged_by_its_command(make_gateway: Callable[[str], Gateway],
+                                                                        scripted: Server, status: str) -> None:
+    """The SDKs take calls from `response.completed`: a `status` there changes nothing."""
+    gateway = make_gateway(NO_RM)
+    response = _response([{**BUILTIN_CALLS["shell"], "status": status}])
+    events = [{"type": "response.created", "response": {**response, "status": "in_progress", "output": []}},
+              {"type": "response.completed", "response": response}]
+    _script(scripted, [(event["type"], {**event, "sequence_number": n}) for n, event in enumerate(events)])
+    received = list(_client(gateway).responses.create(model="gpt-test", input="go", stream=True))
+    assert "rm -rf" not in received[-1].model_dump_json()

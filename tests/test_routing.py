@@ -270,3 +270,23 @@ def test_the_first_token_bound_runs_until_content(gateway_factory: Callable[...,
     lines = stream(gateway)
     assert '"content":"on' in "".join(lines).replace(" ", "")
     assert time.monotonic() - started < 1.8
+
+
+def test_no_wait_for_a_full_target_whose_circuit_opened_meanwhile(gateway_factory: Callable[..., Gateway],
+                                                                   pair: Pair) -> None:
+    config = fault_config(pair, **PATIENT, retry={"attempts": 1}, circuit={"failures": 1, "cooldown_s": 30})
+    targets = config["models"]["gpt-test"]["targets"]
+    targets.reverse()  # the backup first, with one slot
+    targets[0]["max_concurrent"] = 1
+    gateway = gateway_factory(config)
+    pair.backup.queue += [Script(status=500, delay_s=0.8), Script(content="must not be asked")]
+    pair.primary.queue.append(Script(status=503, delay_s=1.2))
+    first = threading.Thread(target=ask, args=(gateway,))
+    first.start()
+    time.sleep(0.2)
+    # The backup is full, the primary fails 1.2 s later; by then the backup's failure (0.8 s)
+    # opened its circuit: no waiting for it, and no sending to it.
+    second = ask(gateway)
+    first.join()
+    assert second.status_code == 503, second.text
+    assert len(pair.backup.requests) == 1

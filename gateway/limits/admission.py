@@ -20,7 +20,6 @@ from gateway.limits.concurrency import ConcurrencyCap
 from gateway.limits.quota import DEFAULT_OUTPUT_ESTIMATE, Hold, Quotas, budget_limits
 from gateway.router import Route
 from gateway.usage import Usage
-from providers.allowance import output_allowance
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -82,7 +81,7 @@ class Admission:
         prompt = exchange.estimated_prompt_tokens()
         # Any target may end up serving it (failover): reserve for the one that may cost most.
         body = exchange.body
-        allowances = [(target.model, output_allowance(target.provider, body, target.model))
+        allowances = [(target.model, target.provider.output_allowance(body, target.model))
                       for target in route.targets]
         tokens = prompt + max((allowance or 0 for _, allowance in allowances), default=0)
         cost = 0.0

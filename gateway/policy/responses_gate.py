@@ -399,13 +399,14 @@ class ResponsesStreamGate:
         and the output (None: a hold or a failure stopped the event)."""
         out: list[GateItem] = []
         new_output = []
+        final = event[0] in TERMINAL  # the output the client acts on, whatever a status says
         for index, data in enumerate(output):
             item = self._items.get(index)
             if isinstance(data, dict) and data.get("type") in CALL_ITEM_TYPES:
                 if item is None or item.call is None:
-                    item = self._items[index] = OutputItem(index, call=new_call(data, index))
+                    item = self._items[index] = OutputItem(index, call=new_call(data, index, final=final))
                     assert item.call is not None
-                    item.call.final_arguments = item_arguments(data)[0]
+                    item.call.final_arguments = item_arguments(data, final=final)[0]
                     out.extend(self._apply(self._checker.check(item.call, complete=True), item, emit=False))
                     if self._holding is not None or self._failed:
                         return out, None

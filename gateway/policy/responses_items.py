@@ -55,9 +55,10 @@ class OutputItem:
     texts: dict[int, list[str]] = field(default_factory=dict)
 
 
-def new_call(data: dict[str, Any], output_index: int) -> StreamCall:
-    """The `StreamCall` for a call item first seen at `output_index`."""
-    arguments, is_json = item_arguments(data)
+def new_call(data: dict[str, Any], output_index: int, *, final: bool = False) -> StreamCall:
+    """The `StreamCall` for a call item first seen at `output_index` (`final`: in an event
+    that states it as the client runs it, see `item_arguments`)."""
+    arguments, is_json = item_arguments(data, final=final)
     key = data.get("id") if isinstance(data.get("id"), str) and data.get("id") else f"output_{output_index}"
     return StreamCall(key, tool=item_ref(data), argument_parts=[arguments] if arguments else [], is_json=is_json)
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import ProviderConfig
+from providers.allowance import requested_output_cap
 from providers.base import UpstreamCall, UpstreamError
 from providers.gemini.errors import gemini_error
 from providers.gemini.request import chat_to_gemini
@@ -77,6 +78,9 @@ class GeminiDialect:
             raise UpstreamError("gemini answered with something other than an object", kind="malformed",
                                 retryable=True)
         return gemini_to_chat(payload, call.model, legacy_functions=uses_legacy_functions(call.body))
+
+    def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
+        return requested_output_cap(body)  # maxOutputTokens, thinking included
 
     def stream(self, call: UpstreamCall) -> GeminiStream:
         return GeminiStream(call.model, legacy_functions=uses_legacy_functions(call.body))
