@@ -31,6 +31,7 @@ log = logging.getLogger("lockgate.approvals")
 POLL_S = 1.0
 SWEEP_S = 1.0
 PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
+ABANDONED = "the request was abandoned before a decision (its client left)"
 STATUSES = (PENDING, APPROVED, DENIED, EXPIRED)
 TIMEOUT = "timeout"
 """`decided_by` of an approval decided by its `on_timeout` (the stores write it in the sweep)."""
@@ -182,6 +183,16 @@ class Approvals:
         if not await self.store.use_approval(approval_id, now):
             return "mismatch", record  # already used: an approval lets one request through
         return "ok", record
+
+    def abandon(self, approval_id: str) -> None:
+        """The request a hold kept waiting went away (its client left): the approval expires
+        now, so that nobody decides what nothing waits for any more."""
+        self._background(self._abandon(approval_id))
+
+    async def _abandon(self, approval_id: str) -> None:
+        record = await self.store.decide_approval(approval_id, EXPIRED, "lockgate", ABANDONED, time.time())
+        if record is not None:
+            self._decided(record)
 
     def wake(self, approval_id: str) -> None:
         """A decision was made elsewhere (another replica): release a hold waiting here."""

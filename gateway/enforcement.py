@@ -10,6 +10,7 @@ a tool call that a rule must see. Every decision is counted, listed in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -117,6 +118,9 @@ class Enforcer:
         began = time.perf_counter()
         try:
             final = await (keep_alive(waiting) if keep_alive is not None else waiting)
+        except asyncio.CancelledError:
+            approvals.abandon(record.id)  # the client left: nothing waits for a decision any more
+            raise
         finally:
             self.exchange.approval_wait_s += time.perf_counter() - began
         self._audit("approval", decision, {"approval_id": record.id, "status": final.status,

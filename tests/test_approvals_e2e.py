@@ -302,11 +302,38 @@ def test_client_leaving_a_started_held_stream_ends_the_wait(
                       json={"model": "gpt-test", "stream": True,
                             "messages": [{"role": "user", "content": "password reset"}]}) as response:
         assert next(response.iter_lines()).startswith(":")  # started and kept alive
-    approval = pending(gateway)
-    decide(gateway, approval["id"], "approve")
-    time.sleep(0.5)
+    abandoned = expired_by_the_gateway(gateway)
+    # Nothing waits for a decision any more: the queue says so, and approving it is refused.
+    assert decide(gateway, abandoned["id"], "approve").status_code == 409
+    time.sleep(0.3)
     assert upstream_state.requests == []  # the request left with its client: nothing is sent upstream
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+
+
+def expired_by_the_gateway(gateway: Gateway, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The one approval the gateway expired because its request went away."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        data = httpx.get(f"{gateway.url}/admin/approvals", params={"status": "expired"}, headers=ADMIN).json()["data"]
+        if data:
+            assert data[0]["decided_by"] == "lockgate" and "client left" in data[0]["reason"], data[0]
+            return data[0]
+        time.sleep(0.05)
+    raise AssertionError("the abandoned approval did not expire")
+
+
+def test_a_client_leaving_a_held_tool_call_expires_its_approval(gateway: Gateway, upstream_state: State) -> None:
+    upstream_state.queue.append(Script(tool_calls=[{"name": "database_write", "arguments": {"table": "users"}}]))
+    with pytest.raises(openai.APITimeoutError):
+        OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0, timeout=1.0).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "write it"}],
+            tools=[{"type": "function", "function": {"name": "database_write", "parameters": {"type": "object"}}}])
+    abandoned = expired_by_the_gateway(gateway)
+    assert abandoned["tool_name"] == "database_write"
+    assert decide(gateway, abandoned["id"], "approve").status_code == 409
+    gauge = [line for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
+             if line.startswith("lockgate_approvals_pending ")]
+    assert gauge == ["lockgate_approvals_pending 0.0"]
 
 
 def test_an_approver_sees_what_steers_the_request(gateway: Gateway) -> None:
