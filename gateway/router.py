@@ -216,7 +216,9 @@ class Router:
                           outcome: Outcome, failures: list[UpstreamError], wait_s: float = 0.0
                           ) -> UpstreamReply | None:
         """Up to `retry.attempts` tries on one target; None when they are spent."""
-        loop = asyncio.get_running_loop()
+        # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds, which
+        # would put sub-millisecond upstream calls down as 0 or 1 ms (and skew the overhead).
+        clock = time.perf_counter
         served_before = outcome.target
         for attempt in range(route.retry.attempts):
             if attempt and target.at_capacity():
@@ -225,7 +227,7 @@ class Router:
                 return None
             outcome.attempts += 1
             outcome.target = target
-            started = loop.time()
+            started = clock()
             record = Attempt(target.provider.name, target.model, time.time())
             outcome.tries.append(record)
             target.in_flight += 1
@@ -245,7 +247,7 @@ class Router:
                 failures.append(UpstreamError(exc.message, kind="unsupported", error_code=exc.param))
                 return None
             except UpstreamError as exc:
-                outcome.upstream_s += loop.time() - started
+                outcome.upstream_s += clock() - started
                 record.ended, record.error = time.time(), exc.reason
                 record.failure_event, record.reported_usage = exc.event, exc.usage
                 exc.message = scrub(exc.message, target.provider.secrets)
@@ -259,19 +261,19 @@ class Router:
                 if wait is None:
                     return None
                 self.metrics.retries(target.provider.name, target.model, exc.reason).inc()
-                backing_off = loop.time()
+                backing_off = clock()
                 await asyncio.sleep(wait)
-                outcome.backoff_s += loop.time() - backing_off
+                outcome.backoff_s += clock() - backing_off
                 continue
             except BaseException:
-                outcome.upstream_s += loop.time() - started
+                outcome.upstream_s += clock() - started
                 record.ended, record.error = time.time(), "cancelled"
                 outcome.abandoned_in_flight = sent
                 target.breaker.release_probe()
                 raise
             finally:
                 target.in_flight -= 1
-            elapsed = loop.time() - started
+            elapsed = clock() - started
             record.ended = time.time()
             outcome.upstream_s += elapsed
             target.observe_latency(elapsed)

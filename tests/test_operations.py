@@ -121,3 +121,22 @@ def test_oversized_upstream_answers_are_cut_off(gateway_factory: Callable[..., G
                           json={"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     assert streamed.status_code == 502, streamed.text[:3000]
     assert "exceeds 2000 bytes" in streamed.json()["error"]["message"]
+
+
+def test_the_served_process_times_upstream_calls_finer_than_a_millisecond(process_factory: Any,
+                                                                          openai_upstream: Server,
+                                                                          upstream_state: State) -> None:
+    # `lockgate serve` runs on uvloop, whose loop clock moves in whole milliseconds: timed by
+    # it, every upstream call came out as a whole number of milliseconds, the overhead as
+    # whatever was left of the latency.
+    gateway = process_factory(base_config(openai_upstream.url))
+    upstream_state.queue += [Script(content="x", delay_s=0.0105) for _ in range(4)]
+    for _ in range(4):
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                              json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}, timeout=30)
+        assert response.status_code == 200
+    assert gateway.stop() == 0
+    with sqlite3.connect(gateway.db) as db:
+        upstream = [row[0] for row in db.execute("SELECT upstream_ms FROM ledger")]
+    assert len(upstream) == 4 and all(10 <= ms < 30 for ms in upstream), upstream
+    assert any(abs(ms - round(ms)) > 0.01 for ms in upstream), upstream  # not all on the millisecond grid
