@@ -57,7 +57,10 @@ class GatewayProcess:
 
     def stop(self) -> int:
         self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout=60)
+        code = self.popen.wait(timeout=60)
+        if code != 0:  # pytest shows it with the failure: why the process did not exit cleanly
+            print(f"exit code {code}; the end of {self.log}:\n{self.log.read_text()[-4000:]}")
+        return code
 
 
 @pytest.fixture
