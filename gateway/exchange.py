@@ -51,10 +51,9 @@ class Exchange:
     stream: bool = False
     outcome: Outcome = field(default_factory=Outcome)
     usage: Usage | None = None
-    stopped_stream_usage: dict[str, Any] | None = None
-    """What a translated stream the gateway stopped reading (the client left, a policy ended
-    it) had reported: the provider bills it (`UpstreamReply.reported_usage`)."""
     cost_usd: float | None = None
+    unpriced_models: list[str] = field(default_factory=list)
+    """Models that served part of it (a billed failed attempt included) without a price."""
     status: int = 200
     error_type: str | None = None
     """The metric bucket of the error (errors.METRIC_*), None on success."""

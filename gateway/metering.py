@@ -122,23 +122,18 @@ class Meter:
             if self.needs_estimate(exchange):
                 exchange.usage = self.estimate(exchange)
             exchange.finalized = True
-            if exchange.usage is not None and exchange.model_name:
-                exchange.cost_usd = self.prices.cost(exchange.model_name, exchange.usage)
-            self._add_billed_failures(exchange)
+            billed = _billed_failures(exchange)
+            parts = [*billed, *([(exchange.model_name, exchange.usage)]
+                                if exchange.usage is not None and exchange.model_name else [])]
+            for _, usage in billed:
+                exchange.usage = usage if exchange.usage is None else exchange.usage + usage
+            for model, usage in parts:
+                cost = self.prices.cost(model, usage)
+                if cost is None:
+                    exchange.unpriced_models.append(model)
+                else:  # the priced parts' sum; null only when no part has a price
+                    exchange.cost_usd = (exchange.cost_usd or 0.0) + cost
         return exchange.usage, exchange.cost_usd
-
-    def _add_billed_failures(self, exchange: Exchange) -> None:
-        """Attempts that failed with a usage report were billed: they count, each at its price."""
-        for attempt in exchange.outcome.tries:
-            usage = usage_reported_by(attempt.failure_event) if attempt.failure_event is not None else None
-            if usage is None and attempt.reported_usage is not None:
-                usage = usage_so_far(attempt.reported_usage, 0)  # nothing of it was relayed
-            if usage is None:
-                continue
-            exchange.usage = usage if exchange.usage is None else exchange.usage + usage
-            cost = self.prices.cost(attempt.model, usage)
-            if cost is not None:
-                exchange.cost_usd = (exchange.cost_usd or 0.0) + cost
 
     def _record(self, exchange: Exchange) -> None:
         tenant = exchange.tenant.name if exchange.tenant is not None else UNKNOWN
@@ -157,9 +152,9 @@ class Meter:
         if exchange.tenant is None:
             return
         usage, cost = self.finalize(exchange)
+        for unpriced in exchange.unpriced_models:
+            self._unpriced(unpriced)
         if usage is not None and exchange.model_name:
-            if cost is None:
-                self._unpriced(exchange.model_name)
             self._count_tokens(tenant, model, usage, cost)
         self.ledger.append(self.row(exchange, usage, cost, elapsed, overhead))
 
@@ -179,7 +174,7 @@ class Meter:
         A translated stream the gateway stopped reading (the client left) had no usage chunk
         yet, but its provider may have reported the prompt: that report wins over a count.
         """
-        reported = exchange.stopped_stream_usage
+        reported = exchange.outcome.stopped_usage
         usage = usage_so_far(reported, exchange.stream_text_bytes) if reported is not None else None
         if usage is not None:
             return usage
@@ -211,3 +206,15 @@ class Meter:
             overhead_ms=overhead * 1000, attempts=exchange.outcome.attempts, decisions=exchange.decisions,
             estimated=usage.estimated,
         )
+
+
+def _billed_failures(exchange: Exchange) -> list[tuple[str, Usage]]:
+    """(model, usage) of the attempts that failed with a usage report: they were billed."""
+    billed = []
+    for attempt in exchange.outcome.tries:
+        usage = usage_reported_by(attempt.failure_event) if attempt.failure_event is not None else None
+        if usage is None and attempt.reported_usage is not None:
+            usage = usage_so_far(attempt.reported_usage, 0)  # nothing of it was relayed
+        if usage is not None:
+            billed.append((attempt.model, usage))
+    return billed

@@ -171,7 +171,7 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
         exchange.finished = clock()
         stream_ended(exchange.outcome.target, complete=complete, failure=broken_off)
         if not complete and broken_off is None and reply.reported_usage is not None:
-            exchange.stopped_stream_usage = reply.reported_usage()
+            exchange.outcome.stopped_usage = reply.reported_usage()
         await reply.close()
     await response.write_eof()
     return response

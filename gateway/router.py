@@ -156,6 +156,10 @@ class Outcome:
     abandoned_in_flight: bool = False
     """The request was cancelled (the client left) while an attempt was at the upstream:
     the prompt may be billed, so it is metered (estimated)."""
+    stopped_usage: dict[str, Any] | None = None
+    """What a translated stream the gateway stopped reading (the client left, before or after
+    its first content; a policy ended it) had reported: the provider bills it
+    (`UpstreamReply.reported_usage`)."""
 
 
 CallFactory = Callable[[Target], UpstreamCall]
@@ -235,7 +239,7 @@ class Router:
             try:
                 async with target.slot(wait_s):
                     sent = True
-                    reply = await self._send(target, make_call(target), is_content)
+                    reply = await self._send(target, make_call(target), is_content, outcome)
             except UnsupportedRequest as exc:
                 # This target cannot express the request (a 400 if no other target can): no
                 # upstream attempt was made. Not a verdict on its health either: a half-open
@@ -284,7 +288,8 @@ class Router:
             return reply
         return None
 
-    async def _send(self, target: Target, call: UpstreamCall, is_content: ContentTest) -> UpstreamReply:
+    async def _send(self, target: Target, call: UpstreamCall, is_content: ContentTest, outcome: Outcome
+                    ) -> UpstreamReply:
         began = asyncio.get_running_loop().time()
         reply = await target.provider.send(call)
         if reply.events is None:
@@ -305,7 +310,12 @@ class Router:
             raise UpstreamError(f"no content within first_token_timeout_s ({first_token_s:g} s)", kind="timeout",
                                 retryable=True,  # the prompt may be billed all the same
                                 usage=reply.reported_usage() if reply.reported_usage else None) from None
-        except BaseException:
+        except UpstreamError:
+            await reply.close()
+            raise
+        except BaseException:  # the client left while the stream had not started yet
+            if reply.reported_usage is not None:
+                outcome.stopped_usage = reply.reported_usage()
             await reply.close()
             raise
 

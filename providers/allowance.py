@@ -20,3 +20,14 @@ def requested_output_cap(body: dict[str, Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def requested_output(body: dict[str, Any]) -> int | None:
+    """The most output the client asked to be billed for: its output limit for each of the
+    `n` choices it asks for (OpenAI-compatible servers and Gemini's `candidateCount` generate
+    every one); None when it sets no limit."""
+    cap = requested_output_cap(body)
+    if cap is None:
+        return None
+    n = body.get("n")
+    return cap * n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else cap

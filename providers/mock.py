@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from providers.allowance import requested_output_cap
+from providers.allowance import requested_output
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api, UpstreamCall, UpstreamReply
 from providers.bridge import send_responses_via_chat
 from providers.sse import DONE_EVENT, SSEEvent
@@ -49,7 +49,7 @@ class MockProvider:
         return UpstreamReply(events=_paced(chat_chunks(call.body, completion)))
 
     def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
-        return requested_output_cap(body)
+        return requested_output(body)
 
     async def close(self) -> None:
         return None

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from providers.allowance import requested_output_cap
+from providers.allowance import requested_output
 from providers.base import CHAT, EMBEDDINGS, RESPONSES, Api, UpstreamCall, UpstreamReply
 from providers.http import ensure_event_stream, new_session, openai_error, post, read_body, stream_events
 from providers.toolids import SIGNATURE_MARK, without_gemini_signatures
@@ -77,7 +77,7 @@ class OpenAIProvider:
         return UpstreamReply(status=response.status, headers=response.headers, body=body)
 
     def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
-        return requested_output_cap(body)
+        return requested_output(body)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -223,3 +223,22 @@ def test_answers_that_broke_off_are_metered_as_billed(state: FakeGeminiState, ga
     assert one_call
     assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (1, 200, 40)
     assert totals["cost_usd"] == pytest.approx(2 * one_call)
+
+
+def test_a_billed_failure_and_an_unpriced_backup_are_both_accounted(
+        state: FakeGeminiState, gemini: Server, openai_upstream: Server,
+        gateway_factory: Callable[..., Gateway]) -> None:
+    config = base_config(openai_upstream.url)
+    config["providers"]["google"] = {"type": "gemini", "base_url": gemini.url, "api_key": GEMINI_KEY}
+    config["models"] = {"assistant": {"targets": [{"provider": "google", "model": "gemini-2.5-flash"},
+                                                  {"provider": "upstream", "model": "my-local-llm"}],
+                                      "retry": {"attempts": 1}}}
+    config["tenants"]["globex"]["models"] = ["assistant"]
+    gateway = gateway_factory(config)
+    state.queue.append(Script.reply(finish_reason="MALFORMED_FUNCTION_CALL",
+                                    usage={"promptTokenCount": 100, "candidatesTokenCount": 20}))
+    assert _post_chat(gateway, stream=False).headers["x-lockgate-model"] == "my-local-llm"
+    billed = gateway.runtime.snapshot.prices.cost("gemini-2.5-flash", Usage(input_tokens=100, output_tokens=20))
+    assert _totals(gateway)["cost_usd"] == pytest.approx(billed)  # the priced part; the local model's is unknown
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'lockgate_unpriced_requests_total{model="my-local-llm"} 1.0' in metrics

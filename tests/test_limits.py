@@ -276,3 +276,14 @@ async def test_redis_budget_survives_a_redis_restart(gateway_factory: Callable[.
     served = [r for half in results for r in half if not isinstance(r, Exception)]
     assert len(served) == 5  # the ledger's $0.05 still counts: 10 in all, as before the restart
     assert len(upstream_state.requests) == 10
+
+
+def test_budget_reserves_every_choice_a_request_asks_for(gateway_factory: Callable[..., Gateway],
+                                                         openai_upstream: Server, upstream_state: State) -> None:
+    # n: 8 with max_tokens 10,000 may bill 80,000 output tokens ($0.08 here), not 10,000.
+    gateway = gateway_factory(budget_config(openai_upstream, budget={"usd_per_day": 0.05}))
+    with pytest.raises(openai.RateLimitError) as raised:
+        OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0).chat.completions.create(
+            model="gpt-test", max_tokens=OUTPUT, n=8, messages=[{"role": "user", "content": "x"}])
+    assert raised.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert upstream_state.requests == []

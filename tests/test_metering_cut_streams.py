@@ -217,3 +217,22 @@ def test_a_stream_failed_over_on_its_first_token_bound_meters_both_prompts(
     assert (row["model"], row["attempts"]) == ("backup-model", 2)
     assert (row["input_tokens"], row["cached_tokens"], row["output_tokens"]) == (3020 + 100, 2700, 10)
     assert row["cost_usd"] == pytest.approx(anthropic_cost(0) + (100 * 1.0 + 10 * 2.0) / 1e6, abs=1e-12)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_client_leaving_before_the_first_token_meters_the_reported_prompt(
+        anthropic: tuple[anthropic_server.FakeState, Gateway], bg: BackgroundLoop, api: str) -> None:
+    # Long, mostly cached prompts think long before their first token: `message_start`
+    # reported the prompt, and the client gave up before anything else came.
+    state, gateway = anthropic
+    state.queue.append(anthropic_script(event_delay_s=1.0))
+    impatient = OpenAI(base_url=gateway.base_url, api_key=TENANT_KEY, max_retries=0, timeout=0.6)
+    with pytest.raises(openai.APITimeoutError):
+        if api == "chat":
+            list(impatient.chat.completions.create(model=MODEL, messages=PROMPT, stream=True))
+        else:
+            list(impatient.responses.create(model=MODEL, input=PROMPT[0]["content"], stream=True))
+    row = ledger_row(gateway, bg)
+    assert row["status"] == 499
+    assert_anthropic_prompt_exact(row)
+    assert row["cost_usd"] == pytest.approx(anthropic_cost(row["output_tokens"]), abs=1e-12)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import ProviderConfig
-from providers.allowance import requested_output_cap
+from providers.allowance import requested_output
 from providers.base import UpstreamCall, UpstreamError
 from providers.gemini.errors import gemini_error
 from providers.gemini.request import chat_to_gemini
@@ -80,7 +80,7 @@ class GeminiDialect:
         return gemini_to_chat(payload, call.model, legacy_functions=uses_legacy_functions(call.body))
 
     def output_allowance(self, body: dict[str, Any], model: str) -> int | None:
-        return requested_output_cap(body)  # maxOutputTokens, thinking included
+        return requested_output(body)  # maxOutputTokens, thinking included
 
     def stream(self, call: UpstreamCall) -> GeminiStream:
         return GeminiStream(call.model, legacy_functions=uses_legacy_functions(call.body))
