@@ -155,7 +155,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready while not draining and every alias has a target whose circuit is not open."""
+    """Ready while not draining. Aliases whose every circuit is open are listed under
+    `degraded_models` but keep the instance ready: the circuits are per instance, and taking
+    it out of rotation would only move the same upstreams' failures to the others."""
     runtime = request.app[RUNTIME]
     circuits = {f"{target.provider.name}/{target.model}": target.breaker.state for target in runtime.targets()}
     degraded = sorted(alias for alias, route in runtime.snapshot.routes.items()

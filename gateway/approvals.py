@@ -32,6 +32,7 @@ POLL_S = 1.0
 SWEEP_S = 1.0
 PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
 ABANDONED = "the request was abandoned before a decision (its client left)"
+SHUT_DOWN = "the gateway shut down before a decision (past its drain timeout)"
 STATUSES = (PENDING, APPROVED, DENIED, EXPIRED)
 TIMEOUT = "timeout"
 """`decided_by` of an approval decided by its `on_timeout` (the stores write it in the sweep)."""
@@ -184,13 +185,13 @@ class Approvals:
             return "mismatch", record  # already used: an approval lets one request through
         return "ok", record
 
-    def abandon(self, approval_id: str) -> None:
-        """The request a hold kept waiting went away (its client left): the approval expires
-        now, so that nobody decides what nothing waits for any more."""
-        self._background(self._abandon(approval_id))
+    def abandon(self, approval_id: str, reason: str = ABANDONED) -> None:
+        """The request a hold kept waiting went away (its client left, a shutdown ended it):
+        the approval expires now, so that nobody decides what nothing waits for any more."""
+        self._background(self._abandon(approval_id, reason))
 
-    async def _abandon(self, approval_id: str) -> None:
-        record = await self.store.decide_approval(approval_id, EXPIRED, "lockgate", ABANDONED, time.time())
+    async def _abandon(self, approval_id: str, reason: str) -> None:
+        record = await self.store.decide_approval(approval_id, EXPIRED, "lockgate", reason, time.time())
         if record is not None:
             self._decided(record)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway import errors
-from gateway.approvals import APPROVED, EXPIRED, request_digest, tool_digest
+from gateway.approvals import ABANDONED, APPROVED, EXPIRED, SHUT_DOWN, request_digest, tool_digest
 from gateway.exchange import Exchange
 from gateway.policy import (
     ChatStreamGate,
@@ -118,8 +118,8 @@ class Enforcer:
         began = time.perf_counter()
         try:
             final = await (keep_alive(waiting) if keep_alive is not None else waiting)
-        except asyncio.CancelledError:
-            approvals.abandon(record.id)  # the client left: nothing waits for a decision any more
+        except asyncio.CancelledError:  # nothing waits for a decision any more
+            approvals.abandon(record.id, SHUT_DOWN if self.runtime.drain_expired else ABANDONED)
             raise
         finally:
             self.exchange.approval_wait_s += time.perf_counter() - began

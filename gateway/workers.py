@@ -74,12 +74,14 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
         if not stopping:  # a SIGTERM during start-up: start no more (they would never get it)
             process.start()
     gave_up = False
+    restarting: set[int] = set()  # workers that died and wait out their backoff
     while not stopping:
         time.sleep(0.2)
         for index, process in enumerate(processes):
             if process.exitcode is None or stopping:
                 continue
             quick = time.monotonic() - started[index] < QUICK_EXIT_S
+            restarting.add(index)
             quick_failures[index] = quick_failures[index] + 1 if quick else 0
             _mark_dead(process.pid)
             if min(quick_failures) >= GIVE_UP_AFTER:
@@ -94,15 +96,25 @@ def supervise(config_path: Path | None, host: str, port: int, workers: int, log_
                 break  # a signal came during the backoff: a new worker would never get it
             processes[index] = context.Process(target=_worker, args=arguments, name=process.name)
             processes[index].start()
+            restarting.discard(index)
             started[index] = time.monotonic()
     codes = [1] if gave_up else []
-    for process in processes:
-        if process.pid is None:
-            continue  # never started
+    for index, process in enumerate(processes):
+        if process.pid is None or index in restarting:
+            continue  # never started, or died before the stop (logged then; it was to be restarted)
         process.join()
         _mark_dead(process.pid)
-        codes.append(process.exitcode or 0)
+        codes.append(_exit_code(process.exitcode))
     return max(codes, default=0)
+
+
+def _exit_code(code: int | None) -> int:
+    """A stopped worker's exit as the supervisor reports it: ended by the signal it was sent
+    (still starting, it had no handler yet) is a clean stop; an error or any other signal
+    (the OOM killer's SIGKILL) is a failure."""
+    if not code or code in (-signal.SIGTERM, -signal.SIGINT):
+        return 0
+    return 1
 
 
 def _mark_dead(pid: int | None) -> None:

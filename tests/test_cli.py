@@ -17,6 +17,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from gateway import workers
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -139,3 +141,12 @@ def test_workers_that_cannot_start_make_the_supervisor_give_up(tmp_path: Path) -
     assert result.returncode == 1
     assert "giving up" in result.stderr + result.stdout
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(("exit_code", "reported"), [
+    (0, 0), (None, 0),
+    (-signal.SIGTERM, 0), (-signal.SIGINT, 0),  # stopped by the signal it was sent, before its handler
+    (1, 1), (-signal.SIGKILL, 1),  # an error; the OOM killer
+])
+def test_how_the_supervisor_reports_a_stopped_worker(exit_code: int | None, reported: int) -> None:
+    assert workers._exit_code(exit_code) == reported

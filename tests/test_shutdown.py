@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -19,7 +20,8 @@ from openai import OpenAI
 
 from gateway.exchange import Exchange, new_request_id
 from tests.fakes.openai_server import Script, State
-from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config
+from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server, base_config
+from tests.policy_setup import policy_config
 
 
 def stream(url: str, results: list[list[str]]) -> None:
@@ -165,3 +167,26 @@ def _finished(gateway: Gateway) -> Exchange:
     exchange = Exchange(request_id=new_request_id(), api="chat")
     exchange.tenant = gateway.runtime.snapshot.config.tenants["acme"]
     return exchange
+
+
+def test_a_hold_ended_by_the_drain_timeout_says_so(process_factory: Any, openai_upstream: Server,
+                                                   tmp_path: Path) -> None:
+    config = policy_config(openai_upstream.url, tmp_path / "config")
+    config["server"]["drain_timeout_s"] = 0.5
+    gateway = process_factory(config)
+    answers: list[httpx.Response] = []
+    asking = threading.Thread(target=lambda: answers.append(httpx.post(
+        f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=30,
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "reset my password"}]})))
+    asking.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not httpx.get(
+            f"{gateway.url}/admin/approvals", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["data"]:
+        time.sleep(0.05)
+    assert gateway.stop() == 0
+    asking.join(30)
+    assert answers[0].status_code == 503  # the shutdown, not a human, ended it ...
+    with sqlite3.connect(gateway.db) as db:
+        status, by, reason = db.execute("SELECT status, decided_by, reason FROM approvals").fetchone()
+    assert (status, by) == ("expired", "lockgate")
+    assert "shut down" in reason and "client" not in reason  # ... and the approval says so

@@ -50,9 +50,9 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=30000")
+        _use_wal(db)
+        db.execute("PRAGMA synchronous=NORMAL")
         _migrate(db)
         return db
 
@@ -249,19 +249,34 @@ def _key(row: sqlite3.Row) -> KeyRecord:
                      created_at=row["created_at"], revoked_at=row["revoked_at"])
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] or 0
-    for version, statements in enumerate(SQLITE_MIGRATIONS, start=1):
-        if version <= current:
-            continue
-        db.execute("BEGIN IMMEDIATE")
+def _use_wal(db: sqlite3.Connection, tries: int = 100) -> None:
+    # Switching a new file to WAL needs it alone, and fails at once (no busy wait) while
+    # another process opens it too, as `--workers N` starting together do: try again shortly.
+    for attempt in range(tries):
         try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations this database lacks, in one transaction. The version is read
+    under the write lock, so processes opening a new database together take turns and the
+    later ones find nothing left to do (they used to run migration 1 again, and fail)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        for version, statements in enumerate(SQLITE_MIGRATIONS, start=1):
+            if version <= current:
+                continue
             for statement in statements:
                 db.execute(statement)
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
