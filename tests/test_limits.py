@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -205,18 +206,19 @@ async def test_budget_reserves_the_thinking_budget_an_adapter_adds(gateway_facto
     assert spend(gateway) == pytest.approx(20 * 3e-6 + 16_000 * 15e-6)
 
 
-def two_gateways(gateway_factory: Callable[..., Gateway], upstream: Server, redis_url: str,
+def two_gateways(gateway_factory: Callable[..., Gateway], upstream: Server, redis_url: str, shared: Path,
                  **tenant: Any) -> tuple[Gateway, Gateway]:
+    """Two replicas sharing Redis and, as replicas do, one ledger (a budget re-seeds from it)."""
     def config() -> dict[str, Any]:
         result = budget_config(upstream, **tenant)
-        result["storage"] = {"redis_url": redis_url}
+        result["storage"] = {"redis_url": redis_url, "url": f"sqlite:///{shared / 'ledger.db'}"}
         return result
     return gateway_factory(config(), name="one"), gateway_factory(config(), name="two")
 
 
 def test_redis_rate_limit_is_shared_by_two_gateways(gateway_factory: Callable[..., Gateway],
-                                                    openai_upstream: Server, redis_db: str) -> None:
-    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, limits={"rpm": 4})
+                                                    openai_upstream: Server, redis_db: str, tmp_path: Path) -> None:
+    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, tmp_path, limits={"rpm": 4})
     outcomes = []
     for gateway in (one, two, one, two, one, two):
         response = httpx.post(f"{gateway.base_url}/chat/completions",
@@ -228,8 +230,9 @@ def test_redis_rate_limit_is_shared_by_two_gateways(gateway_factory: Callable[..
 
 async def test_redis_budget_holds_across_two_gateways(gateway_factory: Callable[..., Gateway],
                                                       openai_upstream: Server, upstream_state: State,
-                                                      redis_db: str) -> None:
-    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, budget={"usd_per_day": BUDGET})
+                                                      redis_db: str, tmp_path: Path) -> None:
+    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, tmp_path,
+                            budget={"usd_per_day": BUDGET})
     queue_calls(upstream_state, 40)
     results = await asyncio.gather(burst(one, 20), burst(two, 20))
     served = [r for half in results for r in half if not isinstance(r, Exception)]
@@ -263,10 +266,11 @@ def test_key_store_down_is_a_503_for_an_unknown_key(gateway_factory: Callable[..
 
 
 async def test_redis_budget_survives_a_redis_restart(gateway_factory: Callable[..., Gateway], openai_upstream: Server,
-                                                     upstream_state: State, redis_db: str) -> None:
+                                                     upstream_state: State, redis_db: str, tmp_path: Path) -> None:
     import redis
 
-    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, budget={"usd_per_day": BUDGET})
+    one, two = two_gateways(gateway_factory, openai_upstream, redis_db, tmp_path,
+                            budget={"usd_per_day": BUDGET})
     queue_calls(upstream_state, 40)
     assert len([r for r in await burst(one, 5) if not isinstance(r, Exception)]) == 5
     client = redis.Redis.from_url(redis_db)
