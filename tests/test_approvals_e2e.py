@@ -221,6 +221,8 @@ def test_cli_lists_and_approves_a_held_request(gateway: Gateway, upstream_state:
                               capture_output=True, text=True, timeout=60)
     listing = lockgate("approvals", "list")
     assert approval_id in listing.stdout and "sensitive-input" in listing.stdout
+    rows = listing.stdout.splitlines()[1:]
+    assert len(rows) == 1 and rows[0].startswith(approval_id)  # one line, though the summary has several
     approved = lockgate("approvals", "approve", approval_id, "--reason", "checked")
     assert approved.returncode == 0, approved.stderr
     thread.join(30)

@@ -54,7 +54,8 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':<30}{'STATUS':<10}{'TENANT':<14}{'RULE':<28}{'WHAT':<32}{'EXPIRES (UTC)'}")
     for record in records:
-        what = f"tool {record.tool_name}" if record.tool_name else (record.summary or "")[:30]
+        # One line per approval, whatever the summary holds (it quotes the request's messages).
+        what = f"tool {record.tool_name}" if record.tool_name else " ".join((record.summary or "").split())[:30]
         print(f"{record.id:<30}{record.status:<10}{record.tenant:<14}{record.policy + '/' + record.rule:<28}"
               f"{what:<32}{_when(record.expires_at)}")
     return 0
