@@ -19,6 +19,7 @@ from gateway.events import checked_payload
 from gateway.exchange import Exchange
 from gateway.metrics import UNKNOWN, Metrics
 from gateway.pricing import PriceTable
+from gateway.router import Attempt
 from gateway.store import LedgerRow
 from gateway.tokens import count_request_tokens, tokens_for_bytes
 from gateway.usage import (
@@ -210,11 +211,13 @@ class Meter:
 
 def _billed_failures(exchange: Exchange) -> list[tuple[str, Usage]]:
     """(model, usage) of the attempts that failed with a usage report: they were billed."""
-    billed = []
-    for attempt in exchange.outcome.tries:
-        usage = usage_reported_by(attempt.failure_event) if attempt.failure_event is not None else None
-        if usage is None and attempt.reported_usage is not None:
-            usage = usage_so_far(attempt.reported_usage, 0)  # nothing of it was relayed
-        if usage is not None:
-            billed.append((attempt.model, usage))
-    return billed
+    return [(attempt.model, usage) for attempt in exchange.outcome.tries
+            if (usage := billed_usage(attempt)) is not None]
+
+
+def billed_usage(attempt: Attempt) -> Usage | None:
+    """What a failed attempt was billed for, from the usage it reported (None: nothing)."""
+    usage = usage_reported_by(attempt.failure_event) if attempt.failure_event is not None else None
+    if usage is None and attempt.reported_usage is not None:
+        usage = usage_so_far(attempt.reported_usage, 0)  # nothing of it was relayed
+    return usage

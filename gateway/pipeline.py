@@ -58,11 +58,11 @@ async def handle_model_call(runtime: Runtime, request: web.Request, api: Api) ->
             (lambda waiting: held_open(request, exchange, waiting)) if exchange.stream else None)
         if changed is not None:
             parsed.body, parsed.raw = changed, b""
-        async with runtime.admission.admit(exchange, route):
+        async with runtime.admission.admit(exchange, route) as reservation:
             adjust_request(exchange, parsed)
             reply = await runtime.router.call(route, lambda target: upstream_call(exchange, parsed, target),
                                               is_content_event(api), exchange.outcome,
-                                              snapshot.config.server.queue_timeout_s)
+                                              snapshot.config.server.queue_timeout_s, reservation.cover)
             exchange.reached_upstream = True
             enforcer.on_target(exchange.provider_name, exchange.model_name)
             if reply.is_stream:

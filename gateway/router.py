@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,7 @@ from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import ModelConfig, RetryConfig, TargetConfig
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.usage import usage_reported_by
 from providers.base import (
     Provider,
     Timeouts,
@@ -153,6 +154,8 @@ class Outcome:
     """Time spent waiting between retries: the upstream's failure, not the gateway's overhead."""
     failovers: list[str] = field(default_factory=list)
     tries: list[Attempt] = field(default_factory=list)
+    uncovered: list[Attempt] = field(default_factory=list)
+    """Failed attempts the provider billed whose cost no budget reservation holds yet."""
     abandoned_in_flight: bool = False
     """The request was cancelled (the client left) while an attempt was at the upstream:
     the prompt may be billed, so it is metered (estimated)."""
@@ -163,6 +166,9 @@ class Outcome:
 
 
 CallFactory = Callable[[Target], UpstreamCall]
+CoverAttempt = Callable[["Attempt"], Awaitable[None]]
+"""Reserves on the request's budget what a billed failed attempt spent, or raises its 429
+(`limits.admission.Reservation`)."""
 ContentTest = Callable[[SSEEvent], bool]
 
 
@@ -171,7 +177,10 @@ class Router:
         self.metrics = metrics
 
     async def call(self, route: Route, make_call: CallFactory, is_content: ContentTest,
-                   outcome: Outcome, queue_timeout_s: float = 5.0) -> UpstreamReply:
+                   outcome: Outcome, queue_timeout_s: float = 5.0, cover: CoverAttempt | None = None
+                   ) -> UpstreamReply:
+        """Serve the request from the route's targets. `cover` is awaited, before the next
+        attempt, for each failed attempt the provider billed (it reported usage)."""
         failures: list[UpstreamError] = []
         saturated: list[Target] = []
         tried = 0
@@ -184,7 +193,7 @@ class Router:
                 saturated.append(target)
                 continue
             failed_before = len(failures)
-            reply = await self._try_target(route, target, make_call, is_content, outcome, failures)
+            reply = await self._try_target(route, target, make_call, is_content, outcome, failures, cover=cover)
             if len(failures) == failed_before + 1 and failures[-1].kind == "unsupported" and reply is None:
                 continue  # the target cannot express this request: skipped, not failed over to
             # Counted once the target was really tried (its attempt is over by now), for why
@@ -204,7 +213,7 @@ class Router:
         if waiting_for is not None:
             tried += 1
             reply = await self._try_target(route, waiting_for, make_call, is_content, outcome, failures,
-                                           wait_s=queue_timeout_s)
+                                           wait_s=queue_timeout_s, cover=cover)
             if reply is not None:
                 return reply
         raise final_error(route, failures, tried)
@@ -217,8 +226,8 @@ class Router:
         outcome.failovers.append(reason)
 
     async def _try_target(self, route: Route, target: Target, make_call: CallFactory, is_content: ContentTest,
-                          outcome: Outcome, failures: list[UpstreamError], wait_s: float = 0.0
-                          ) -> UpstreamReply | None:
+                          outcome: Outcome, failures: list[UpstreamError], wait_s: float = 0.0,
+                          cover: CoverAttempt | None = None) -> UpstreamReply | None:
         """Up to `retry.attempts` tries on one target; None when they are spent."""
         # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds, which
         # would put sub-millisecond upstream calls down as 0 or 1 ms (and skew the overhead).
@@ -229,6 +238,8 @@ class Router:
                 # Others took the target's slots while this request backed off: the next
                 # target serves it sooner than a wait here would.
                 return None
+            while outcome.uncovered and cover is not None:
+                await cover(outcome.uncovered.pop())  # a 429 when the budget cannot take it
             outcome.attempts += 1
             outcome.target = target
             started = clock()
@@ -254,6 +265,8 @@ class Router:
                 outcome.upstream_s += clock() - started
                 record.ended, record.error = time.time(), exc.reason
                 record.failure_event, record.reported_usage = exc.event, exc.usage
+                if exc.usage is not None or usage_reported_by(exc.event) is not None:
+                    outcome.uncovered.append(record)
                 exc.message = scrub(exc.message, target.provider.secrets)
                 if exc.error_code is not None:
                     exc.error_code = scrub(exc.error_code, target.provider.secrets)

@@ -242,3 +242,24 @@ def test_a_billed_failure_and_an_unpriced_backup_are_both_accounted(
     assert _totals(gateway)["cost_usd"] == pytest.approx(billed)  # the priced part; the local model's is unknown
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert 'lockgate_unpriced_requests_total{model="my-local-llm"} 1.0' in metrics
+
+
+def test_billed_failures_are_reserved_before_the_next_attempt(
+        state: FakeGeminiState, gemini: Server, gateway_factory: Callable[..., Gateway]) -> None:
+    # $0.10 per broken answer at these prices; the reservation of one attempt is ~$0.11 of
+    # the $0.25 budget. Two billed failures and the third attempt would spend $0.30.
+    config = base_config("http://127.0.0.1:9", pricing={"models": {"gemini-2.5-flash": {"input": 100.0,
+                                                                                       "output": 100.0}}})
+    config["providers"] = {"google": {"type": "gemini", "base_url": gemini.url, "api_key": GEMINI_KEY}}
+    config["models"] = {"assistant": {"targets": [{"provider": "google", "model": "gemini-2.5-flash"}],
+                                      "retry": {"attempts": 3, "backoff_ms": 10}}}
+    config["tenants"]["globex"]["models"] = ["assistant"]
+    config["tenants"]["acme"]["budget"] = {"usd_per_day": 0.25}
+    gateway = gateway_factory(config)
+    heavy = {"promptTokenCount": 1000, "candidatesTokenCount": 0}
+    state.queue.extend([Script.reply(finish_reason="MALFORMED_FUNCTION_CALL", usage=heavy)] * 2
+                       + [Script.reply({"text": "Sunny."}, usage=heavy)])
+    response = _post_chat(gateway, stream=False)
+    assert response.status_code == 429 and response.json()["error"]["code"] == "budget_exceeded", response.text
+    assert len(state.requests) == 2  # the third attempt would have passed the budget
+    assert _totals(gateway)["cost_usd"] == pytest.approx(0.2)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway import errors
+from gateway.config import TenantConfig
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.limits.concurrency import ConcurrencyCap
 from gateway.limits.quota import DEFAULT_OUTPUT_ESTIMATE, Hold, Quotas, budget_limits
-from gateway.router import Route
+from gateway.metering import billed_usage
+from gateway.pricing import PriceTable
+from gateway.router import Attempt, Route
 from gateway.usage import Usage
 
 if TYPE_CHECKING:
@@ -47,10 +51,11 @@ class Admission:
         return cap
 
     @asynccontextmanager
-    async def admit(self, exchange: Exchange, route: Route) -> AsyncIterator[None]:
+    async def admit(self, exchange: Exchange, route: Route) -> AsyncIterator[Reservation]:
         tenant = exchange.tenant
         assert tenant is not None
         hold = await self._take_quotas(exchange, route)
+        reservation = Reservation(self.quotas, self.runtime.snapshot.prices, tenant, hold)
         queue_timeout = self.runtime.snapshot.config.server.queue_timeout_s
         held: list[ConcurrencyCap] = []
         try:
@@ -63,14 +68,14 @@ class Admission:
             held.append(cap)
             self.runtime.metrics.in_flight.inc()
             try:
-                yield
+                yield reservation
             finally:
                 self.runtime.metrics.in_flight.dec()
         finally:
             for cap in held:
                 cap.release()
             if hold is not None:
-                await self._settle(exchange, hold)
+                await self._settle(exchange, hold, reservation.more)
 
     async def _take_quotas(self, exchange: Exchange, route: Route) -> Hold | None:
         tenant = exchange.tenant
@@ -91,25 +96,53 @@ class Admission:
                         for model, allowance in allowances if (price := prices.price(model)) is not None),
                        default=0.0)
         exchange.reserved_tokens = tokens
-        try:
-            return await self.quotas.take(tenant, route.alias, tokens, cost, time.time())
-        except GatewayError:
-            raise
-        except Exception as exc:
-            # Budgets must hold: when their counters cannot be read (Redis down or restarting),
-            # the request waits for them rather than spending blind.
-            log.warning("limits store unavailable for tenant %s: %s", tenant.name, exc)
-            raise errors.service_unavailable(
-                "Rate limits and budgets cannot be checked right now (their store is unavailable); retry "
-                "shortly.", code="limits_unavailable") from None
+        return await _counted(tenant, self.quotas.take(tenant, route.alias, tokens, cost, time.time()))
 
-    async def _settle(self, exchange: Exchange, hold: Hold) -> None:
+    async def _settle(self, exchange: Exchange, hold: Hold, more: list[Hold]) -> None:
         await self.runtime.meter.estimate_off_loop(exchange)
         usage, cost = self.runtime.meter.finalize(exchange)
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         try:
             await self.quotas.settle(hold, tokens, cost or 0.0, time.time())
+            for extra in more:  # the actual cost is settled once, on the first hold
+                await self.quotas.settle(extra, 0, 0.0, time.time())
         except Exception:
             # The answer is already the client's; the ledger has its cost. Only the shared
             # counters miss it (budgets re-seed from the ledger on restart and reload).
             log.exception("could not settle the limits of request %s", exchange.request_id)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What a request in flight holds on its tenant's budgets: the estimated cost of the
+    attempt that serves it. A failed attempt the provider billed spent money on top of that:
+    `cover` reserves it before the next attempt starts (a 429 `budget_exceeded` when the
+    budget cannot take it), so retries and failovers do not spend past a budget either."""
+
+    quotas: Quotas
+    prices: PriceTable
+    tenant: TenantConfig
+    first: Hold | None
+    more: list[Hold] = field(default_factory=list)
+
+    async def cover(self, failed: Attempt) -> None:
+        if self.first is None or not self.first.budgets:
+            return  # no budget to hold
+        usage = billed_usage(failed)
+        cost = self.prices.cost(failed.model, usage) if usage is not None else None
+        if cost:
+            self.more.append(await _counted(self.tenant, self.quotas.take_budget(self.tenant, cost, time.time())))
+
+
+async def _counted(tenant: TenantConfig, taking: Awaitable[Hold]) -> Hold:
+    try:
+        return await taking
+    except GatewayError:
+        raise
+    except Exception as exc:
+        # Budgets must hold: when their counters cannot be read (Redis down or restarting),
+        # the request waits for them rather than spending blind.
+        log.warning("limits store unavailable for tenant %s: %s", tenant.name, exc)
+        raise errors.service_unavailable(
+            "Rate limits and budgets cannot be checked right now (their store is unavailable); retry "
+            "shortly.", code="limits_unavailable") from None

@@ -100,6 +100,17 @@ class Quotas:
             raise
         return hold
 
+    async def take_budget(self, tenant: TenantConfig, cost: float, now: float) -> Hold:
+        """Reserve `cost` more on the tenant's budgets (another attempt of a request in
+        flight), or raise 429 and reserve nothing."""
+        hold = Hold(tenant.name)
+        try:
+            await self._budgets(tenant, cost, now, hold)
+        except errors.GatewayError:
+            await self.settle(hold, 0, 0.0, now)
+            raise
+        return hold
+
     async def _rates(self, tenant: TenantConfig, alias: str, tokens: int, hold: Hold) -> None:
         scopes = [(f"{tenant.name}", tenant.limits, f"tenant '{tenant.name}'")]
         model_limits = tenant.model_limits.get(alias)
