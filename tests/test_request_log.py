@@ -145,7 +145,8 @@ def test_a_stream_logs_its_ttft_after_it_ends(gateway_factory: Callable[..., Gat
 
 def test_an_upstream_failure_names_every_failed_attempt(gateway_factory: Callable[..., Gateway], pair: Pair,
                                                         lines: Lines) -> None:
-    gateway = gateway_factory(fault_config(pair))
+    # Patient bounds: a slow first answer on a loaded machine must not turn a 503 into a timeout.
+    gateway = gateway_factory(fault_config(pair, timeout_s=10, first_token_timeout_s=10))
     pair.primary.queue += [Script(status=503), Script(status=503)]
     pair.backup.queue += [Script(status=500), Script(status=500)]
     response = chat(gateway, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
