@@ -123,12 +123,12 @@ class Meter:
             if self.needs_estimate(exchange):
                 exchange.usage = self.estimate(exchange)
             exchange.finalized = True
+            answered = exchange.usage is not None and exchange.model_name
+            answer = [(exchange.model_name, exchange.usage)] if answered else []
             billed = _billed_failures(exchange)
-            parts = [*billed, *([(exchange.model_name, exchange.usage)]
-                                if exchange.usage is not None and exchange.model_name else [])]
             for _, usage in billed:
                 exchange.usage = usage if exchange.usage is None else exchange.usage + usage
-            for model, usage in parts:
+            for model, usage in [*billed, *answer]:  # each part at its own model's price
                 cost = self.prices.cost(model, usage)
                 if cost is None:
                     exchange.unpriced_models.append(model)

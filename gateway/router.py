@@ -24,7 +24,6 @@ from gateway.circuit import OPEN, CircuitBreaker
 from gateway.config import ModelConfig, RetryConfig, TargetConfig
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.usage import usage_reported_by
 from providers.base import (
     Provider,
     Timeouts,
@@ -155,7 +154,8 @@ class Outcome:
     failovers: list[str] = field(default_factory=list)
     tries: list[Attempt] = field(default_factory=list)
     uncovered: list[Attempt] = field(default_factory=list)
-    """Failed attempts the provider billed whose cost no budget reservation holds yet."""
+    """Failed attempts that reported something (usage, perhaps) and that no budget
+    reservation has looked at yet (`cover`)."""
     abandoned_in_flight: bool = False
     """The request was cancelled (the client left) while an attempt was at the upstream:
     the prompt may be billed, so it is metered (estimated)."""
@@ -265,8 +265,8 @@ class Router:
                 outcome.upstream_s += clock() - started
                 record.ended, record.error = time.time(), exc.reason
                 record.failure_event, record.reported_usage = exc.event, exc.usage
-                if exc.usage is not None or usage_reported_by(exc.event) is not None:
-                    outcome.uncovered.append(record)
+                if exc.event is not None or exc.usage is not None:
+                    outcome.uncovered.append(record)  # perhaps billed: `cover` prices what it reported
                 exc.message = scrub(exc.message, target.provider.secrets)
                 if exc.error_code is not None:
                     exc.error_code = scrub(exc.error_code, target.provider.secrets)
@@ -318,18 +318,15 @@ class Router:
             # Anthropic sends `message_start` (and pings) at once, whatever the model does.
             async with asyncio.timeout_at(None if first_token_s is None else began + first_token_s):
                 return await _hold_until_content(reply, is_content)
-        except TimeoutError:
+        except BaseException as exc:
+            # What the provider reported so far is billed whatever ended the wait.
+            usage = reply.reported_usage() if reply.reported_usage is not None else None
             await reply.close()
-            raise UpstreamError(f"no content within first_token_timeout_s ({first_token_s:g} s)", kind="timeout",
-                                retryable=True,  # the prompt may be billed all the same
-                                usage=reply.reported_usage() if reply.reported_usage else None) from None
-        except UpstreamError:
-            await reply.close()
-            raise
-        except BaseException:  # the client left while the stream had not started yet
-            if reply.reported_usage is not None:
-                outcome.stopped_usage = reply.reported_usage()
-            await reply.close()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(f"no content within first_token_timeout_s ({first_token_s:g} s)",
+                                    kind="timeout", retryable=True, usage=usage) from None
+            if not isinstance(exc, UpstreamError):  # the client left before the stream started
+                outcome.stopped_usage = usage
             raise
 
     @staticmethod

@@ -31,7 +31,7 @@ def declared_type(entry: dict, source: str) -> str | None:
     return kind if isinstance(kind, str) and kind in _SPECS else None
 
 
-def fragments(entry: dict, source: str, kind: str) -> tuple[str, str] | None:
+def _fragments(entry: dict, source: str, kind: str) -> tuple[str, str] | None:
     """(name fragment, arguments fragment) of a tool-call delta of `kind` ("function" or
     "custom"), read from the object its type names, as the non-streamed gate does. None
     when the other object says something else: clients differ on which one they read
@@ -42,6 +42,21 @@ def fragments(entry: dict, source: str, kind: str) -> tuple[str, str] | None:
     other_kind = _OTHER[kind]
     other = _read(entry.get(other_kind), _SPECS[other_kind])
     return read if other == ("", "") or other == read else None
+
+
+def read_call(entry: dict, source: str, kind: str = "") -> tuple[str, str, str] | str:
+    """(kind, name, arguments) of a chat tool call, or of a call delta read as the type an
+    earlier delta fixed (`kind`, "" for none); or why it cannot be read one way only (an
+    unknown type, or objects that disagree). The JSON gate and the stream gate read calls
+    here alike, so they refuse the same calls with the same words."""
+    declared = declared_type(entry, source)
+    if declared is None:
+        return f"a tool call has an unknown 'type' ({str(entry.get('type'))[:40]!r})"
+    kind = kind or declared or "function"  # no `type`: a function call, as a stream's first delta
+    read = _fragments(entry, source, kind)
+    if read is None:
+        return f"a tool call carries a 'function' and a 'custom' object that differ ({kind} call)"
+    return kind, *read
 
 
 def _read(spec: Any, field: str) -> tuple[str, str]:

@@ -29,9 +29,9 @@ from gateway.policy.chat_chunks import (
     LEGACY,
     RoleOnce,
     declared_type,
-    fragments,
     meaningful,
     plain_index,
+    read_call,
     reindexed,
     single_call_chunk,
     synthetic,
@@ -308,18 +308,16 @@ class ChatStreamGate:
         """(name, arguments) of a call's delta, read as its type says; or why it cannot be
         read one way only. The call's first delta fixes its type (continuation deltas
         name none); clients that switch objects mid-call would assemble something else."""
-        kind = declared_type(entry, source)
-        if kind is None:
-            return f"a tool call delta has an unknown 'type' ({str(entry.get('type'))[:40]!r})"
+        declared = declared_type(entry, source)
+        if call.kind and declared and declared != call.kind:
+            return f"tool call '{call.name}' changed its type from {call.kind} to {declared}"
+        read = read_call(entry, source, call.kind)
+        if isinstance(read, str):
+            return read
+        kind, name, arguments = read
         if not call.kind:
-            call.kind = kind or "function"
-            call.is_json = call.kind == "function"
-        elif kind and kind != call.kind:
-            return f"tool call '{call.name}' changed its type from {call.kind} to {kind}"
-        read = fragments(entry, source, call.kind)
-        if read is None:
-            return f"a tool call delta carries a 'function' and a 'custom' object that differ ({call.kind} call)"
-        return read
+            call.kind, call.is_json = kind, kind == "function"
+        return name, arguments
 
     def _call_for(self, choice: _Choice, entry: Any, source: str, out: list[GateItem]) -> StreamCall | None:
         if not isinstance(entry, dict):

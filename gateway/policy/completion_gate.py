@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.policy.chat_chunks import LEGACY, declared_type, fragments
+from gateway.policy.chat_chunks import LEGACY, read_call
 from gateway.policy.engine import TenantPolicies
 from gateway.policy.facts import RequestFacts
 from gateway.policy.gating import blocked_text, denial_failure, denied_text, failure, separated
@@ -161,15 +161,10 @@ def _chat_call_parts(field: str, call: Any) -> tuple[str, str, bool] | str:
     other object says something else has no one reading that is safe to judge."""
     if not isinstance(call, dict):
         return "a tool call is not an object"
-    source = LEGACY if field == LEGACY else "tool_calls"
-    kind = declared_type(call, source)
-    if kind is None:
-        return f"a tool call has an unknown 'type' ({str(call.get('type'))[:40]!r})"
-    kind = kind or "function"  # no `type`: read as a function call, as a stream's first delta
-    read = fragments(call, source, kind)
-    if read is None:
-        return f"a tool call carries a 'function' and a 'custom' object that differ ({kind} call)"
-    name, arguments = read
+    read = read_call(call, LEGACY if field == LEGACY else "tool_calls")
+    if isinstance(read, str):
+        return read
+    kind, name, arguments = read
     return name, arguments, kind == "function"
 
 
