@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,19 @@ class Loader:
             result["rss_samples"] = [[round(t, 2), round(rss, 1)] for t, rss in samples]
         self.runs.append(result)
         return result
+
+
+def closed_rounds(loader: Loader, systems: Sequence[Target], rounds: int, seconds: float, *,
+                  warmup_connections: int) -> dict[str, list[dict[str, Any]]]:
+    """Warm every system up, then measure each at max throughput (closed loop, 64
+    connections) in `rounds` interleaved rounds; each system's runs (labelled `max`)."""
+    for system in systems:
+        loader.run("closed", system, "chat.json", seconds=2, connections=warmup_connections, label="warmup")
+    for round_ in range(rounds):
+        for system in systems:
+            loader.run("closed", system, "chat.json", seconds=seconds, connections=64, label="max")["round"] = round_
+    return {system.name: [run for run in loader.runs if run["target"] == system.name and run["label"] == "max"]
+            for system in systems}
 
 
 def _parse(out: bytes, err: bytes, name: str) -> dict[str, Any]:

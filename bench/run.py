@@ -6,6 +6,7 @@
     python bench/run.py --soak             RSS across 200,000 requests at a steady rate
     python bench/run.py --failover         30 % of the primary's answers fail, a backup is healthy
     python bench/run.py --profile          Lockgate under py-spy at a steady rate: hot spots
+    python bench/run.py --stages           CPU per request with parts switched off: what each costs
 
 Several flags run one after the other. Each run prints its table(s) and targets and
 writes bench/results/<mode>-<date>.json (machine, settings, raw runs, summary). All
@@ -34,6 +35,7 @@ from procs import Interrupted, Processes
 from profiling import profile
 from quick import quick
 from scaling import workers
+from stages import stages
 from targets import BENCH, ROOT
 
 RESULTS = BENCH / "results"
@@ -66,7 +68,8 @@ def write_results(mode: str, document: dict[str, Any]) -> Path:
 
 Mode = Callable[[Processes, Path, argparse.Namespace], tuple[str, dict[str, Any]]]
 MODES: dict[str, Mode] = {"quick": quick, "workers": workers, "streams-memory": streams_memory, "soak": soak,
-                          "failover": failover, "profile": profile}
+                          "failover": failover, "profile": profile,
+                          "stages": stages}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--failover-seconds", type=float, default=60.0)
     parser.add_argument("--profile", action="store_true", help="Lockgate under py-spy: flame graph, hot spots")
     parser.add_argument("--profile-rate", type=float, default=600.0)
+    parser.add_argument("--stages", action="store_true", help="CPU per request with parts switched off")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each measurement")
     parser.add_argument("--keep-scratch", action="store_true", help="keep logs and ledgers (printed path)")
     args = parser.parse_args(argv)
@@ -93,7 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def chosen_modes(args: argparse.Namespace) -> list[str]:
     chosen = [mode for mode, wanted in (("quick", args.quick), ("workers", args.workers),
                                         ("streams-memory", args.streams_memory), ("soak", args.soak),
-                                        ("failover", args.failover), ("profile", args.profile)) if wanted]
+                                        ("failover", args.failover), ("profile", args.profile),
+                                        ("stages", args.stages)) if wanted]
     return chosen or ["quick"]
 
 

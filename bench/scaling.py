@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from measure import Layout, Loader
+from measure import Layout, Loader, closed_rounds
 from procs import Processes
 from report import Check, checks_table, fmt, median, ratio
 from targets import LOCKGATE_PORT, start_lockgate, start_upstream
@@ -28,15 +28,10 @@ def workers(procs: Processes, scratch: Path, args: argparse.Namespace) -> tuple[
     many = start_lockgate(procs, None, scratch / "many", workers=args.workers, port=LOCKGATE_PORT + 1,
                           name=f"lockgate-{args.workers}-workers")
     systems = (one, many)
-    for system in systems:
-        loader.run("closed", system, "chat.json", seconds=3, connections=32, label="warmup")
-    for round_ in range(args.rounds):
-        for system in systems:
-            loader.run("closed", system, "chat.json", seconds=ROUND_SECONDS, connections=64,
-                       label="max")["round"] = round_
+    measured = closed_rounds(loader, systems, args.rounds, ROUND_SECONDS, warmup_connections=32)
     results = {}
     for system in systems:
-        runs = [run for run in loader.runs if run["target"] == system.name and run["label"] == "max"]
+        runs = measured[system.name]
         results[system.name] = {"max_rps": max(run["rps"] for run in runs),
                                 "median_rps": median(run["rps"] for run in runs),
                                 "cpu_us_per_request": median(run["cpu_us_per_request"] for run in runs),

@@ -72,11 +72,13 @@ def start_passthrough(procs: Processes, cpus: str | None) -> Target:
 
 
 def start_lockgate(procs: Processes, cpus: str | None, scratch: Path, *, workers: int = 1,
-                   name: str = "lockgate", port: int = LOCKGATE_PORT, config: Path = LOCKGATE_CONFIG) -> Target:
-    """Lockgate from this tree; its SQLite ledger lands in `scratch` (its working directory)."""
+                   name: str = "lockgate", port: int = LOCKGATE_PORT, config: Path = LOCKGATE_CONFIG,
+                   launcher: tuple[str, ...] = ("-m", "gateway")) -> Target:
+    """Lockgate from this tree; its SQLite ledger lands in `scratch` (its working directory).
+    `launcher`: what runs `serve` (bench/variant_serve.py for the `--stages` variants)."""
     _claim(port, name)
     scratch.mkdir(parents=True, exist_ok=True)
-    argv = [PYTHON, "-m", "gateway", "serve", "--config", str(config), "--port", str(port),
+    argv = [PYTHON, *launcher, "serve", "--config", str(config), "--port", str(port),
             "--workers", str(workers)]
     env = {"PYTHONPATH": str(ROOT)}
     return _ready(Target(name, port, procs.start(name, argv, cpus=cpus, cwd=scratch, env=env)))
