@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 from gateway.request_log import LOGGER_NAME, JsonFormatter
@@ -64,6 +65,13 @@ class LineHandler(logging.Handler):
     def __init__(self, writer: LineWriter) -> None:
         super().__init__()
         self.writer = writer
+        self.json_lines_to: Callable[[str], None] | None = None
+        """The writer's `put` while the formatter is `JsonFormatter`: the request log writes
+        its lines there directly (`gateway.request_log`)."""
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        self.json_lines_to = self.writer.put if isinstance(fmt, JsonFormatter) else None
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         # No handler lock: formatting is reentrant and the writer's queue is thread-safe.

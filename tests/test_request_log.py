@@ -7,6 +7,7 @@ process's real stdout in JSON and text form.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -22,7 +23,20 @@ import httpx
 import pytest
 import yaml
 
-from gateway.request_log import CONTENT_LIMIT, JsonFormatter, answer_text, last_user_text
+from gateway.config.model import LogsConfig
+from gateway.exchange import Exchange
+from gateway.logsetup import LineHandler, LineWriter
+from gateway.request_log import (
+    CONTENT_LIMIT,
+    LOGGER_NAME,
+    JsonFormatter,
+    RequestLine,
+    RequestLog,
+    answer_text,
+    last_user_text,
+    request_fields,
+)
+from gateway.usage import Usage
 from tests.fakes import openai_server
 from tests.fakes.openai_server import Script, State
 from tests.harness import (
@@ -293,3 +307,43 @@ def test_an_agent_name_cannot_forge_log_lines(gateway_factory: Callable[..., Gat
                               "metadata": {"agent": forged}})
     entry = lines.of(response)
     assert entry["agent"] == "bot?req_FORGED admin/root chat gpt-test -> upstream/x 200"
+
+
+def test_serve_logging_writes_the_formatters_line_without_making_a_record() -> None:
+    """Under `lockgate serve` the request log skips `logging`'s records (`_json_line_writer`):
+    its line must be the one `JsonFormatter` makes of the record, field for field, in order."""
+    stream = io.StringIO()
+    writer = LineWriter(stream, interval_s=0.01)
+    handler = LineHandler(writer)
+    handler.setFormatter(JsonFormatter())
+    root, logger = logging.getLogger(), logging.getLogger(LOGGER_NAME)
+    saved_handlers, saved_level = root.handlers[:], logger.level
+    exchange = Exchange(request_id="req_direct", api="chat", alias="gpt-test", agent="bot\nforged")
+    exchange.usage = Usage(input_tokens=11, output_tokens=7, cached_tokens=3)
+    exchange.cost_usd, exchange.decisions = 0.25, ["acme/tag-it:tag"]
+    exchange.finished = exchange.started + 0.01
+    made: list[logging.LogRecord] = []
+    make_record = logging.getLogRecordFactory()
+
+    def counting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made.append(record := make_record(*args, **kwargs))
+        return record
+
+    root.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logging.setLogRecordFactory(counting_factory)
+    try:
+        RequestLog(lambda: LogsConfig(format="json"))(exchange)
+    finally:
+        logging.setLogRecordFactory(make_record)
+        root.handlers[:] = saved_handlers
+        logger.setLevel(saved_level)
+        writer.stop()
+    assert made == []
+    [written] = stream.getvalue().splitlines()
+    record = logging.LogRecord(LOGGER_NAME, logging.INFO, __file__, 0, RequestLine(request_fields(exchange)),
+                               None, None)
+    direct, formatted = json.loads(written), json.loads(JsonFormatter().format(record))
+    assert list(direct) == list(formatted)
+    assert {**direct, "ts": None} == {**formatted, "ts": None}
+    assert direct["message"] == "request" and direct["agent"] == "bot?forged" and direct["cached_tokens"] == 3
