@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,8 @@ log = logging.getLogger("lockgate.router")
 # the client gets them as they are, and no other target is tried.
 CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
 EWMA_ALPHA = 0.2
+NO_SLOT: AbstractAsyncContextManager[None] = nullcontext()
+"""The slot of a target without `max_concurrent` (one object for every request)."""
 
 
 @dataclass(eq=False)
@@ -65,13 +67,13 @@ class Target:
     def at_capacity(self) -> bool:
         return self.slots is not None and self.slots.locked()
 
-    @asynccontextmanager
-    async def slot(self, wait_s: float | None) -> AsyncIterator[None]:
+    def slot(self, wait_s: float | None) -> AbstractAsyncContextManager[None]:
         """Hold one of the target's `max_concurrent` slots, waiting up to `wait_s` for one."""
-        slots = self.slots  # a reload may replace the cap: give back the slot that was taken
-        if slots is None:
-            yield
-            return
+        # A reload may replace the cap: the slot given back is the one that was taken.
+        return NO_SLOT if self.slots is None else self._held_slot(self.slots, wait_s)
+
+    @asynccontextmanager
+    async def _held_slot(self, slots: asyncio.Semaphore, wait_s: float | None) -> AsyncIterator[None]:
         try:
             async with asyncio.timeout(wait_s):
                 await slots.acquire()

@@ -125,15 +125,19 @@ def _read(usage: Any, input_key: str, output_key: str, input_details_key: str,
 
 
 def _is_count(value: Any) -> bool:
+    if type(value) is int:  # nearly every report: skip the checks below (a bool is not an int here)
+        return True
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _count(value: Any) -> int:
+    if type(value) is int:
+        return value if value > 0 else 0
     return max(int(value), 0) if _is_count(value) else 0
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 # --- streams -----------------------------------------------------------------------------------

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,32 +49,9 @@ class Admission:
             cap = self._tenants[tenant] = ConcurrencyCap(limit, f"tenant '{tenant}'")
         return cap
 
-    @asynccontextmanager
-    async def admit(self, exchange: Exchange, route: Route) -> AsyncIterator[Reservation]:
-        tenant = exchange.tenant
-        assert tenant is not None
-        hold = await self._take_quotas(exchange, route)
-        reservation = Reservation(self.quotas, self.runtime.snapshot.prices, tenant, hold)
-        queue_timeout = self.runtime.snapshot.config.server.queue_timeout_s
-        held: list[ConcurrencyCap] = []
-        try:
-            if tenant.limits.max_concurrent:
-                cap = self._tenant_cap(tenant.name, tenant.limits.max_concurrent)
-                await cap.acquire(queue_timeout)
-                held.append(cap)
-            cap = self._global_cap()
-            await cap.acquire(queue_timeout)
-            held.append(cap)
-            self.runtime.metrics.in_flight.inc()
-            try:
-                yield reservation
-            finally:
-                self.runtime.metrics.in_flight.dec()
-        finally:
-            for cap in held:
-                cap.release()
-            if hold is not None:
-                await self._settle(exchange, hold, reservation.more)
+    def admit(self, exchange: Exchange, route: Route) -> Admitted:
+        """`async with admission.admit(exchange, route) as reservation:` while the request is served."""
+        return Admitted(self, exchange, route)
 
     async def _take_quotas(self, exchange: Exchange, route: Route) -> Hold | None:
         tenant = exchange.tenant
@@ -110,6 +86,55 @@ class Admission:
             # The answer is already the client's; the ledger has its cost. Only the shared
             # counters miss it (budgets re-seed from the ledger on restart and reload).
             log.exception("could not settle the limits of request %s", exchange.request_id)
+
+
+class Admitted:
+    """A request's place in the limits: quotas taken and concurrency slots held on entry (or
+    a 429 with nothing held), given back and settled with the actual usage on exit. A class
+    rather than a generator-based context manager: it is entered by every request."""
+
+    __slots__ = ("_admission", "_exchange", "_held", "_hold", "_reservation", "_route")
+
+    def __init__(self, admission: Admission, exchange: Exchange, route: Route) -> None:
+        self._admission = admission
+        self._exchange = exchange
+        self._route = route
+        self._hold: Hold | None = None
+        self._reservation: Reservation | None = None
+        self._held: list[ConcurrencyCap] = []
+
+    async def __aenter__(self) -> Reservation:
+        admission, exchange = self._admission, self._exchange
+        tenant = exchange.tenant
+        assert tenant is not None
+        self._hold = await admission._take_quotas(exchange, self._route)
+        self._reservation = Reservation(admission.quotas, admission.runtime.snapshot.prices, tenant, self._hold)
+        queue_timeout = admission.runtime.snapshot.config.server.queue_timeout_s
+        try:
+            if tenant.limits.max_concurrent:
+                cap = admission._tenant_cap(tenant.name, tenant.limits.max_concurrent)
+                await cap.acquire(queue_timeout)
+                self._held.append(cap)
+            cap = admission._global_cap()
+            await cap.acquire(queue_timeout)
+            self._held.append(cap)
+        except BaseException:
+            await self._give_back()
+            raise
+        admission.runtime.metrics.in_flight.inc()
+        return self._reservation
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._admission.runtime.metrics.in_flight.dec()
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        for cap in self._held:
+            cap.release()
+        self._held.clear()
+        if self._hold is not None:
+            assert self._reservation is not None
+            await self._admission._settle(self._exchange, self._hold, self._reservation.more)
 
 
 @dataclass(slots=True)
