@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lockgate.relay")
 KEEPALIVE_S = 10.0
+LEFTOVER_READ_S = 0.05
+"""How long a stream whose client left is still read for its usage report (see `_read_usage_left`)."""
 T = TypeVar("T")
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
@@ -170,11 +172,30 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     finally:
         exchange.finished = clock()
         stream_ended(exchange.outcome.target, complete=complete, failure=broken_off)
-        if not complete and broken_off is None and reply.reported_usage is not None:
-            exchange.outcome.stopped_usage = reply.reported_usage()
+        if not complete and broken_off is None:
+            if exchange.status == CLIENT_CLOSED:
+                await _read_usage_left(events, usage)
+            if reply.reported_usage is not None:
+                exchange.outcome.stopped_usage = reply.reported_usage()
         await reply.close()
     await response.write_eof()
     return response
+
+
+async def _read_usage_left(events: AsyncIterator[SSEEvent], usage: UsageWatch) -> None:
+    """The client left before the stream's end: read what the upstream has already sent, for
+    a short while and for the meter only. An upstream that finished
+    while a tool call was held for approval has its usage report waiting in the socket: the
+    request is then metered exactly instead of estimated. One still generating is not
+    waited for (its tokens cost money that nobody reads)."""
+    if usage.exchange.usage is not None:
+        return
+    with contextlib.suppress(Exception):  # a timeout, a broken or already closed stream
+        async with asyncio.timeout(LEFTOVER_READ_S):
+            async for event in events:
+                usage.feed(event)
+                if usage.exchange.usage is not None:
+                    return
 
 
 async def _write(response: web.StreamResponse, items: list[Any], gathered: list[bytes] | None = None) -> None:

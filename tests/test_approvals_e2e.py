@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server
 from tests.policy_setup import policy_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+WRITE_TOOL = {"name": "database_write", "parameters": {"type": "object"}}
 WRITES: list[str] = []
 
 
@@ -336,6 +338,39 @@ def test_a_client_leaving_a_held_tool_call_expires_its_approval(gateway: Gateway
     gauge = [line for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
              if line.startswith("lockgate_approvals_pending ")]
     assert gauge == ["lockgate_approvals_pending 0.0"]
+
+
+def test_a_client_leaving_a_held_streamed_call_is_metered_from_the_usage_already_sent(
+        gateway: Gateway, upstream_state: State, bg: BackgroundLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upstream finished (the usage chunk follows the call at once) while the call waits
+    for an approver; the client leaves: its row has the reported tokens, not an estimate."""
+    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.2)
+    usage = {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290,
+             "prompt_tokens_details": {"cached_tokens": 1000}, "completion_tokens_details": {"reasoning_tokens": 0}}
+    upstream_state.queue.append(Script(tool_calls=[{"name": "database_write", "arguments": {"table": "users"}}],
+                                       usage=usage))
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                      json={"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "write"}],
+                            "tools": [{"type": "function", "function": WRITE_TOOL}]}) as response:
+        assert any(line.startswith(":") for line in response.iter_lines())  # held, kept alive: leave now
+    expired_by_the_gateway(gateway)
+    row = ledger_row(gateway, bg)
+    assert row["status"] == 499
+    assert (row["input_tokens"], row["cached_tokens"], row["output_tokens"], row["estimated"]) == (1234, 1000, 56, 0)
+
+
+def ledger_row(gateway: Gateway, bg: BackgroundLoop, timeout_s: float = 5.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        bg.run(gateway.runtime.ledger_settled())
+        with sqlite3.connect(gateway.config_path.parent / "lockgate.db") as db:
+            db.row_factory = sqlite3.Row
+            rows = [dict(row) for row in db.execute("select * from ledger")]
+        if rows or time.monotonic() > deadline:
+            assert len(rows) == 1, rows
+            return rows[0]
+        time.sleep(0.05)
 
 
 def test_an_approver_sees_what_steers_the_request(gateway: Gateway) -> None:
