@@ -95,11 +95,11 @@ class Loader:
 
 
 def closed_rounds(loader: Loader, systems: Sequence[Target], rounds: int, seconds: float, *,
-                  warmup_connections: int) -> dict[str, list[dict[str, Any]]]:
+                  warmup_s: float, warmup_connections: int) -> dict[str, list[dict[str, Any]]]:
     """Warm every system up, then measure each at max throughput (closed loop, 64
     connections) in `rounds` interleaved rounds; each system's runs (labelled `max`)."""
     for system in systems:
-        loader.run("closed", system, "chat.json", seconds=2, connections=warmup_connections, label="warmup")
+        loader.run("closed", system, "chat.json", seconds=warmup_s, connections=warmup_connections, label="warmup")
     for round_ in range(rounds):
         for system in systems:
             loader.run("closed", system, "chat.json", seconds=seconds, connections=64, label="max")["round"] = round_

@@ -28,7 +28,7 @@ def workers(procs: Processes, scratch: Path, args: argparse.Namespace) -> tuple[
     many = start_lockgate(procs, None, scratch / "many", workers=args.workers, port=LOCKGATE_PORT + 1,
                           name=f"lockgate-{args.workers}-workers")
     systems = (one, many)
-    measured = closed_rounds(loader, systems, args.rounds, ROUND_SECONDS, warmup_connections=32)
+    measured = closed_rounds(loader, systems, args.rounds, ROUND_SECONDS, warmup_s=3, warmup_connections=32)
     results = {}
     for system in systems:
         runs = measured[system.name]

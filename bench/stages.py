@@ -75,7 +75,7 @@ def stages(procs: Processes, scratch: Path, args: argparse.Namespace) -> tuple[s
     for offset, (name, variant, with_policies) in enumerate(SYSTEMS):
         systems.append(start_variant(procs, layout.target_cpus, scratch, name, variant, with_policies,
                                      LOCKGATE_PORT + offset))
-    measured = closed_rounds(loader, systems, args.rounds, ROUND_SECONDS, warmup_connections=16)
+    measured = closed_rounds(loader, systems, args.rounds, ROUND_SECONDS, warmup_s=2, warmup_connections=16)
     rounds = {name: [run["cpu_us_per_request"] for run in runs] for name, runs in measured.items()}
     # The best round: other load on the machine only ever adds CPU per request (it evicts
     # caches), so the lowest figure is the closest to what the code itself costs.

@@ -65,13 +65,9 @@ class LineHandler(logging.Handler):
     def __init__(self, writer: LineWriter) -> None:
         super().__init__()
         self.writer = writer
-        self.json_lines_to: Callable[[str], None] | None = None
-        """The writer's `put` while the formatter is `JsonFormatter`: the request log writes
-        its lines there directly (`gateway.request_log`)."""
-
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:
-        super().setFormatter(fmt)
-        self.json_lines_to = self.writer.put if isinstance(fmt, JsonFormatter) else None
+        self.json_lines_to: Callable[[str], None] = writer.put
+        """Where the request log writes its lines itself while this handler's formatter is
+        `JsonFormatter` (see `gateway.request_log`)."""
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         # No handler lock: formatting is reentrant and the writer's queue is thread-safe.

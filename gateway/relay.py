@@ -172,12 +172,14 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
     finally:
         exchange.finished = clock()
         stream_ended(exchange.outcome.target, complete=complete, failure=broken_off)
-        if not complete and broken_off is None:
-            if exchange.status == CLIENT_CLOSED:
-                await _read_usage_left(events, usage)
-            if reply.reported_usage is not None:
-                exchange.outcome.stopped_usage = reply.reported_usage()
-        await reply.close()
+        try:
+            if not complete and broken_off is None:
+                if reply.reported_usage is not None:
+                    exchange.outcome.stopped_usage = reply.reported_usage()
+                if exchange.status == CLIENT_CLOSED:
+                    await _read_usage_left(events, usage)
+        finally:  # a cancellation during that read still closes the upstream's connection
+            await reply.close()
     await response.write_eof()
     return response
 

@@ -62,10 +62,13 @@ class RequestLog:
             return
         fields = request_fields(exchange, content=settings.content)
         write = _json_line_writer()
-        if write is None:
-            log.info(RequestLine(fields))
-        else:  # the line `JsonFormatter` would make of the record, without making the record
-            write(json_line(time.time(), "INFO", LOGGER_NAME, fields))
+        if write is not None:
+            try:  # the line `JsonFormatter` would make of the record, without making the record
+                write(json_line(time.time(), "INFO", LOGGER_NAME, fields))
+                return
+            except (TypeError, ValueError):
+                pass  # not serialisable: the record's path reports it as logging does
+        log.info(RequestLine(fields))
 
 
 def _json_line_writer() -> Callable[[str], None] | None:
@@ -75,14 +78,17 @@ def _json_line_writer() -> Callable[[str], None] | None:
     of the application embedding Lockgate, a test's) gets the records as usual."""
     logger: logging.Logger | None = log
     while logger is not None and logger is not logging.root:
-        if logger.handlers or not logger.propagate:
+        if logger.handlers or logger.filters or not logger.propagate:
             return None
         logger = logger.parent
     handlers = logging.root.handlers
-    if len(handlers) != 1:
+    if len(handlers) != 1 or logging.root.filters:
         return None
-    write: Callable[[str], None] | None = getattr(handlers[0], "json_lines_to", None)
-    return write if write is not None and not handlers[0].filters else None
+    handler = handlers[0]
+    write: Callable[[str], None] | None = getattr(handler, "json_lines_to", None)
+    if write is None or handler.filters or handler.level > logging.INFO or type(handler.formatter) is not JsonFormatter:
+        return None
+    return write
 
 
 def request_fields(exchange: Exchange, *, content: bool = False) -> dict[str, Any]:

@@ -309,19 +309,24 @@ def test_an_agent_name_cannot_forge_log_lines(gateway_factory: Callable[..., Gat
     assert entry["agent"] == "bot?req_FORGED admin/root chat gpt-test -> upstream/x 200"
 
 
-def test_serve_logging_writes_the_formatters_line_without_making_a_record() -> None:
-    """Under `lockgate serve` the request log skips `logging`'s records (`_json_line_writer`):
-    its line must be the one `JsonFormatter` makes of the record, field for field, in order."""
+def finished_exchange() -> Exchange:
+    exchange = Exchange(request_id="req_direct", api="chat", alias="gpt-test", agent="bot\nforged")
+    exchange.usage = Usage(input_tokens=11, output_tokens=7, cached_tokens=3)
+    exchange.cost_usd, exchange.decisions = 0.25, ["acme/tag-it:tag"]
+    exchange.finished = exchange.started + 0.01
+    return exchange
+
+
+def log_through_serve_logging(exchange: Exchange, adjust: Callable[[LineHandler], None] = lambda handler: None
+                              ) -> tuple[list[str], list[logging.LogRecord]]:
+    """The request log of `exchange` with `lockgate serve`'s logging (`adjust` changes its
+    handler or loggers first): the lines written, and the log records made meanwhile."""
     stream = io.StringIO()
     writer = LineWriter(stream, interval_s=0.01)
     handler = LineHandler(writer)
     handler.setFormatter(JsonFormatter())
     root, logger = logging.getLogger(), logging.getLogger(LOGGER_NAME)
-    saved_handlers, saved_level = root.handlers[:], logger.level
-    exchange = Exchange(request_id="req_direct", api="chat", alias="gpt-test", agent="bot\nforged")
-    exchange.usage = Usage(input_tokens=11, output_tokens=7, cached_tokens=3)
-    exchange.cost_usd, exchange.decisions = 0.25, ["acme/tag-it:tag"]
-    exchange.finished = exchange.started + 0.01
+    saved_handlers, saved_level, saved_filters = root.handlers[:], logger.level, logger.filters[:]
     made: list[logging.LogRecord] = []
     make_record = logging.getLogRecordFactory()
 
@@ -331,6 +336,7 @@ def test_serve_logging_writes_the_formatters_line_without_making_a_record() -> N
 
     root.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
+    adjust(handler)
     logging.setLogRecordFactory(counting_factory)
     try:
         RequestLog(lambda: LogsConfig(format="json"))(exchange)
@@ -338,9 +344,28 @@ def test_serve_logging_writes_the_formatters_line_without_making_a_record() -> N
         logging.setLogRecordFactory(make_record)
         root.handlers[:] = saved_handlers
         logger.setLevel(saved_level)
+        logger.filters[:] = saved_filters
         writer.stop()
+    return stream.getvalue().splitlines(), made
+
+
+@pytest.mark.parametrize("adjust", [
+    lambda handler: handler.setLevel(logging.WARNING),
+    lambda handler: logging.getLogger(LOGGER_NAME).addFilter(lambda record: False),
+    lambda handler: handler.addFilter(lambda record: False),
+], ids=["handler level above info", "a filter on the request logger", "a filter on the handler"])
+def test_serve_logging_keeps_what_logging_would_drop(adjust: Callable[[LineHandler], None]) -> None:
+    lines, _ = log_through_serve_logging(finished_exchange(), adjust)
+    assert lines == []
+
+
+def test_serve_logging_writes_the_formatters_line_without_making_a_record() -> None:
+    """Under `lockgate serve` the request log skips `logging`'s records (`_json_line_writer`):
+    its line must be the one `JsonFormatter` makes of the record, field for field, in order."""
+    exchange = finished_exchange()
+    lines, made = log_through_serve_logging(exchange)
     assert made == []
-    [written] = stream.getvalue().splitlines()
+    [written] = lines
     record = logging.LogRecord(LOGGER_NAME, logging.INFO, __file__, 0, RequestLine(request_fields(exchange)),
                                None, None)
     direct, formatted = json.loads(written), json.loads(JsonFormatter().format(record))
