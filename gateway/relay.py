@@ -186,10 +186,10 @@ async def relay_stream(runtime: Runtime, request: web.Request, exchange: Exchang
 
 async def _read_usage_left(events: AsyncIterator[SSEEvent], usage: UsageWatch) -> None:
     """The client left before the stream's end: read what the upstream has already sent, for
-    a short while and for the meter only. An upstream that finished
-    while a tool call was held for approval has its usage report waiting in the socket: the
-    request is then metered exactly instead of estimated. One still generating is not
-    waited for (its tokens cost money that nobody reads)."""
+    a short while and for the meter only. An upstream that finished while a tool call was
+    held for approval has its usage report waiting in the socket: the request is then
+    metered exactly instead of estimated. One still generating is not waited for (its
+    tokens cost money that nobody reads)."""
     if usage.exchange.usage is not None:
         return
     with contextlib.suppress(Exception):  # a timeout, a broken or already closed stream

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,20 @@ async def start_gateway(config: dict[str, Any], directory: Path) -> Gateway:
     runner = make_runner(create_app(runtime), loaded.config.server)
     server = await start_runner(runner)
     return Gateway(url=server.url, runtime=runtime, server=server, config_path=path)
+
+
+def ledger_row(gateway: Gateway, bg: BackgroundLoop, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The gateway's one ledger row, read from its SQLite file once the request was metered."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        bg.run(gateway.runtime.ledger_settled())
+        with sqlite3.connect(gateway.config_path.parent / "lockgate.db") as db:
+            db.row_factory = sqlite3.Row
+            rows = [dict(row) for row in db.execute("select * from ledger")]
+        if rows or time.monotonic() > deadline:
+            assert len(rows) == 1, rows
+            return rows[0]
+        time.sleep(0.05)
 
 
 def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:

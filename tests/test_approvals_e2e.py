@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from openai import AsyncOpenAI, OpenAI
 
 from gateway import relay
 from tests.fakes.openai_server import Script, State
-from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server, in_thread
+from tests.harness import ADMIN_KEY, TENANT_KEY, BackgroundLoop, Gateway, Server, in_thread, ledger_row
 from tests.policy_setup import policy_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -358,19 +357,6 @@ def test_a_client_leaving_a_held_streamed_call_is_metered_from_the_usage_already
     row = ledger_row(gateway, bg)
     assert row["status"] == 499
     assert (row["input_tokens"], row["cached_tokens"], row["output_tokens"], row["estimated"]) == (1234, 1000, 56, 0)
-
-
-def ledger_row(gateway: Gateway, bg: BackgroundLoop, timeout_s: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        bg.run(gateway.runtime.ledger_settled())
-        with sqlite3.connect(gateway.config_path.parent / "lockgate.db") as db:
-            db.row_factory = sqlite3.Row
-            rows = [dict(row) for row in db.execute("select * from ledger")]
-        if rows or time.monotonic() > deadline:
-            assert len(rows) == 1, rows
-            return rows[0]
-        time.sleep(0.05)
 
 
 def test_an_approver_sees_what_steers_the_request(gateway: Gateway) -> None:

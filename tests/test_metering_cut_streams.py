@@ -8,8 +8,6 @@ the client, and the rows read back from the gateway's SQLite ledger.
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +17,7 @@ from openai import OpenAI
 
 from gateway.tokens import tokens_for_bytes
 from tests.fakes import anthropic_server, gemini_server, openai_server
-from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, start_app
+from tests.harness import TENANT_KEY, BackgroundLoop, Gateway, Server, base_config, ledger_row, start_app
 from tests.providers_matrix import make_fake
 
 PRICES = {
@@ -96,20 +94,6 @@ def stream_until_failure(gateway: Gateway) -> str:
             text += "".join(choice.delta.content or "" for choice in chunk.choices)
     assert text, "the failure must come after content reached the client"
     return text
-
-
-def ledger_row(gateway: Gateway, bg: BackgroundLoop, timeout_s: float = 5.0) -> dict[str, Any]:
-    """The one ledger row, read from SQLite once the request was metered."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        bg.run(gateway.runtime.ledger_settled())
-        with sqlite3.connect(gateway.config_path.parent / "lockgate.db") as db:
-            db.row_factory = sqlite3.Row
-            rows = [dict(row) for row in db.execute("select * from ledger")]
-        if rows or time.monotonic() > deadline:
-            assert len(rows) == 1, rows
-            return rows[0]
-        time.sleep(0.05)
 
 
 def assert_anthropic_prompt_exact(row: dict[str, Any]) -> None:
